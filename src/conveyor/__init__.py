@@ -1,0 +1,1 @@
+"""Conveyor: a task queue engine for AI workloads."""

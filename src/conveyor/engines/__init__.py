@@ -1,0 +1,32 @@
+"""Storage engines behind one interface; `create_engine` picks one by URL."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from conveyor.domain.clock import Clock, system_clock
+from conveyor.engines.engine import Engine
+from conveyor.errors import InvalidInput
+
+__all__ = ["Engine", "create_engine"]
+
+
+def create_engine(url: str, *, clock: Clock = system_clock) -> Engine:
+    """An unopened engine for `url`: `memory://` or `sqlite:///path/to/file.db`."""
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        from conveyor.engines.memory import MemoryEngine
+
+        return MemoryEngine(clock=clock)
+    if parts.scheme == "sqlite":
+        from conveyor.engines.sqlite import SqliteEngine
+
+        path = parts.netloc + parts.path if parts.netloc else parts.path
+        if not path or path == "/":
+            raise InvalidInput(f"give the SQLite file's path, as in sqlite:///data/conveyor.db; got {url!r}", param="engine")
+        options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        return SqliteEngine(path, clock=clock, synchronous=options.get("synchronous", "normal"))
+    raise InvalidInput(
+        f"unknown engine URL {url!r}; use memory:// or sqlite:///path/to/conveyor.db",
+        param="engine",
+    )

@@ -1,0 +1,212 @@
+"""The engine interface: the queue verbs every storage engine implements atomically.
+
+Engines trust their input: the service validates through the domain and hands engines
+resolved values (NewTask, TakeRequest). Engines start no timers; the service runs `sweep`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import NamedTuple, Protocol
+
+import msgspec
+
+from conveyor.domain.queues import QueueConfig, QueueUpdate, Source
+from conveyor.domain.states import TaskStatus
+from conveyor.domain.strategies import Strategy
+from conveyor.domain.tasks import NewTask, Task, TaskError, TaskResult
+from conveyor.errors import InvalidInput
+
+
+class TakeRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker's take: up to `size` tasks from `sources` by `strategy`, leased for `lease_s`."""
+
+    sources: tuple[Source, ...]
+    strategy: Strategy = Strategy.FIFO
+    size: int = 1
+    lease_s: float = 60.0
+    worker_id: str = ""
+
+
+class Heartbeat(NamedTuple):
+    """A heartbeat's answer: the new expiry, or `cancelled` when the task was cancelled."""
+
+    lease_expires_at: float | None
+    cancelled: bool
+
+
+class LevelStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Counts per state of one level, and the age of its oldest queued task."""
+
+    level: int
+    counts: dict[TaskStatus, int]
+    oldest_queued_age_s: float | None
+
+
+class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
+    """A queue with its counts per level (levels with no tasks are left out)."""
+
+    queue: QueueConfig
+    levels: list[LevelStats]
+
+    def total(self, status: TaskStatus) -> int:
+        """The number of tasks in `status` across all levels."""
+        return sum(level.counts.get(status, 0) for level in self.levels)
+
+
+class TaskPage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of a task listing; pass `next_cursor` as `after` for the next page."""
+
+    tasks: list[Task]
+    next_cursor: str | None
+
+
+class SweepReport(msgspec.Struct, kw_only=True):
+    """What one sweep did, and when the next thing falls due (None: nothing pending)."""
+
+    promoted: int = 0
+    requeued: int = 0
+    dead_lettered: int = 0
+    cancelled: int = 0
+    expired: int = 0
+    purged: int = 0
+    next_due_at: float | None = None
+
+
+class WorkWatch(Protocol):
+    """Interest in new work in some queues, registered before the take it guards."""
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait until work may have arrived since the last wait (True) or `timeout_s` (False)."""
+        ...
+
+
+class Engine(Protocol):
+    """Storage for queues and tasks; each method is atomic."""
+
+    # lifecycle
+    async def open(self) -> None:
+        """Connect and create or migrate the schema. Raises EngineUnavailable."""
+        ...
+
+    async def close(self) -> None:
+        """Release every resource; pending writes finish first."""
+        ...
+
+    async def ready(self) -> bool:
+        """True if the store answers now."""
+        ...
+
+    # queues
+    async def register_queue(self, config: QueueConfig, *, replace: bool = True) -> QueueConfig:
+        """Create the queue, or replace its defaults (keeping created_at) if `replace`."""
+        ...
+
+    async def get_queue(self, name: str) -> QueueConfig:
+        """The queue's config. Raises NotFound."""
+        ...
+
+    async def list_queues(self) -> list[QueueConfig]:
+        """Every queue, by name."""
+        ...
+
+    async def update_queue(self, name: str, update: QueueUpdate) -> QueueConfig:
+        """Apply `update` (pause, resume, defaults). Raises NotFound, InvalidInput."""
+        ...
+
+    async def queue_stats(self, name: str) -> QueueStats:
+        """Counts per level and state. Raises NotFound."""
+        ...
+
+    async def obliterate_queue(self, name: str, *, force: bool = False) -> int:
+        """Delete the queue and its tasks; returns tasks deleted. Raises NotFound, Conflict."""
+        ...
+
+    # tasks
+    async def put(self, tasks: Sequence[NewTask]) -> list[bool]:
+        """Store all or none; per task True if created, False if an identical one existed.
+
+        Raises IdempotencyConflict when an id exists with other content; nothing is stored.
+        The tasks' queues must exist.
+        """
+        ...
+
+    async def take(self, request: TakeRequest) -> list[Task]:
+        """Lease up to `request.size` queued tasks by the request's strategy; paused give none."""
+        ...
+
+    async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
+        """Record the result once; a cancel-requested task ends cancelled.
+
+        Raises NotFound, LeaseLost.
+        """
+        ...
+
+    async def fail(
+        self,
+        task_id: str,
+        lease_id: str,
+        error: TaskError,
+        *,
+        retry: bool = True,
+        retry_after_s: float | None = None,
+    ) -> Task:
+        """End the attempt: retry after backoff, or dead-letter. Raises NotFound, LeaseLost."""
+        ...
+
+    async def heartbeat(
+        self, task_id: str, lease_id: str, extend_s: float | None = None
+    ) -> Heartbeat:
+        """Extend the lease by `extend_s` (default: its original length) from now.
+
+        A cancel-requested task ends cancelled and answers `cancelled`. Raises NotFound,
+        LeaseLost.
+        """
+        ...
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel a queued or scheduled task; mark a running one. Raises NotFound,
+        InvalidTransition for a task that already ended otherwise."""
+        ...
+
+    async def requeue(self, task_id: str) -> Task:
+        """Put a failed task back with fresh attempts. Raises NotFound, InvalidTransition."""
+        ...
+
+    async def get_task(self, task_id: str) -> Task:
+        """The task. Raises NotFound."""
+        ...
+
+    async def list_tasks(
+        self,
+        queue: str,
+        status: TaskStatus | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> TaskPage:
+        """Tasks of `queue` (in `status`, if given) in the order they were put, from `after`."""
+        ...
+
+    # maintenance and waiting
+    async def sweep(self) -> SweepReport:
+        """Promote due tasks, expire deadlines and leases, purge past retention."""
+        ...
+
+    def watch(self, queues: Sequence[str]) -> AbstractAsyncContextManager[WorkWatch]:
+        """Register interest in work arriving in `queues` (names, all levels)."""
+        ...
+
+    async def wait_for_due(self, timeout_s: float) -> None:
+        """Return when something may fall due earlier than the last sweep said, or on timeout."""
+        ...
+
+
+def parse_cursor(after: str | None) -> int:
+    """The position a listing cursor stands for (0: the start)."""
+    if after is None:
+        return 0
+    if not after.isdigit():
+        raise InvalidInput(f"cursor {after!r} is not one this server gave out", param="after")
+    return int(after)

@@ -1,0 +1,270 @@
+"""The task use cases: validate through the domain, resolve queue defaults, call the engine."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+from conveyor.domain.clock import Clock, system_clock
+from conveyor.domain.queues import (
+    DEFAULT_MAX_LEVEL,
+    QueueConfig,
+    QueueUpdate,
+    resolve_sources,
+    validate_queue_name,
+)
+from conveyor.domain.states import TaskStatus
+from conveyor.domain.strategies import parse_strategy
+from conveyor.domain.tasks import (
+    MAX_BULK_PUT,
+    MAX_TAKE_SIZE,
+    MAX_TEXT,
+    NewTask,
+    Task,
+    TaskError,
+    TaskResult,
+    TaskSpec,
+    build_new_task,
+    task_from_new,
+    validate_lease_s,
+    validate_result,
+)
+from conveyor.engines.engine import Engine, Heartbeat, QueueStats, TakeRequest, TaskPage
+from conveyor.errors import InvalidInput, NotFound
+
+MAX_WAIT_S = 60.0
+MAX_LIST_LIMIT = 1_000
+QUEUE_CACHE_S = 1.0
+
+
+class TaskService:
+    """Queues and tasks over one engine, with every input checked before it is stored."""
+
+    def __init__(self, engine: Engine, *, clock: Clock = system_clock, strict: bool = False):
+        self._engine = engine
+        self._clock = clock
+        self._strict = strict
+        self._queues: dict[str, tuple[float, QueueConfig]] = {}
+
+    # ---- queues ----
+    async def register_queue(self, config: QueueConfig) -> QueueConfig:
+        """Create a queue or replace its defaults."""
+        stored = await self._engine.register_queue(config.validated())
+        self._remember(stored)
+        return stored
+
+    async def update_queue(self, name: str, update: QueueUpdate) -> QueueConfig:
+        """Pause, resume or change a queue's defaults."""
+        stored = await self._engine.update_queue(validate_queue_name(name, "name"), update)
+        self._remember(stored)
+        return stored
+
+    async def queue_stats(self, name: str) -> QueueStats:
+        """A queue's counts per level and state."""
+        return await self._engine.queue_stats(validate_queue_name(name, "name"))
+
+    async def obliterate_queue(self, name: str, *, force: bool = False) -> int:
+        """Delete a queue and every task in it."""
+        self._queues.pop(name, None)
+        return await self._engine.obliterate_queue(validate_queue_name(name, "name"), force=force)
+
+    def _remember(self, config: QueueConfig) -> None:
+        self._queues[config.name] = (time.monotonic() + QUEUE_CACHE_S, config)
+
+    async def _queue(self, name: str) -> QueueConfig:
+        """The queue's config, registering it with defaults unless the service is strict."""
+        cached = self._queues.get(name)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        try:
+            config = await self._engine.get_queue(name)
+        except NotFound:
+            if self._strict:
+                raise NotFound(f"queue {name!r} does not exist; register it first") from None
+            config = await self._engine.register_queue(
+                QueueConfig(name=validate_queue_name(name)), replace=False
+            )
+        self._remember(config)
+        return config
+
+    # ---- producing ----
+    async def _build(self, spec: TaskSpec, now: float) -> NewTask:
+        queue = await self._queue(validate_queue_name(spec.queue))
+        return build_new_task(spec, queue, now)
+
+    async def put(self, spec: TaskSpec) -> Task:
+        """Store one task; an identical retry of a client-supplied id returns the stored task."""
+        new = await self._build(spec, self._clock())
+        (created,) = await self._engine.put([new])
+        if not created:
+            return await self._engine.get_task(new.task_id)
+        return task_from_new(new, spec.data, spec.metadata)
+
+    async def put_many(self, specs: Sequence[TaskSpec]) -> list[str]:
+        """Store all of `specs` or none; returns their task ids in order."""
+        if not 1 <= len(specs) <= MAX_BULK_PUT:
+            raise InvalidInput(
+                f"a bulk put takes 1 to {MAX_BULK_PUT} tasks, got {len(specs)}", param="tasks"
+            )
+        now = self._clock()
+        built: list[NewTask] = []
+        for index, spec in enumerate(specs):
+            try:
+                built.append(await self._build(spec, now))
+            except InvalidInput as exc:
+                param = f"tasks[{index}].{exc.param}" if exc.param else f"tasks[{index}]"
+                raise InvalidInput(f"tasks[{index}]: {exc.message}", param=param) from None
+        await self._engine.put(built)
+        return [new.task_id for new in built]
+
+    # ---- working ----
+    async def take(
+        self,
+        queues: Sequence[str],
+        *,
+        strategy: str = "fifo",
+        size: int = 1,
+        lease_s: float | None = None,
+        worker_id: str = "",
+        wait_s: float = 0.0,
+    ) -> list[Task]:
+        """Lease up to `size` tasks; with `wait_s`, wait that long for work to arrive."""
+        request = await self._take_request(queues, strategy, size, lease_s, worker_id)
+        wait_s = _wait(wait_s)
+        tasks = await self._engine.take(request)
+        if tasks or wait_s == 0:
+            return tasks
+        deadline = time.monotonic() + wait_s
+        names = [s.queue for s in request.sources] or [n.partition(":")[0] for n in queues]
+        async with self._engine.watch(names) as watch:
+            while True:
+                # the watch is registered before this take, so no put slips between them
+                tasks = await self._engine.take(request)
+                remaining = deadline - time.monotonic()
+                if tasks or remaining <= 0:
+                    return tasks
+                await watch.wait(remaining)
+
+    async def _take_request(
+        self,
+        queues: Sequence[str],
+        strategy: str,
+        size: int,
+        lease_s: float | None,
+        worker_id: str,
+    ) -> TakeRequest:
+        chosen = parse_strategy(strategy)
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_TAKE_SIZE:
+            raise InvalidInput(
+                f"size must be an integer from 1 to {MAX_TAKE_SIZE}, got {size!r}", param="size"
+            )
+        if not isinstance(worker_id, str) or len(worker_id) > MAX_TEXT["worker_id"]:
+            raise InvalidInput(
+                "worker_id must be a string of at most 256 characters", param="worker_id"
+            )
+        if isinstance(queues, str) or not isinstance(queues, Sequence):
+            raise InvalidInput("queues must be a list of 'name' or 'name:level'", param="queues")
+        names = {str(a).partition(":")[0] for a in queues}
+        configs = {}
+        for name in names:
+            validate_queue_name(name, "queues")
+            try:
+                configs[name] = await self._engine.get_queue(name)
+            except NotFound:
+                continue  # a worker may start before the first put registers its queue
+        max_levels = {name: config.max_level for name, config in configs.items()}
+        sources = resolve_sources(list(queues), max_levels, DEFAULT_MAX_LEVEL)
+        if lease_s is None:
+            # each queue's own default applies to its tasks; one lease length per take
+            lease = min(
+                (configs[s.queue].lease_s for s in sources if s.queue in configs), default=60.0
+            )
+        else:
+            lease = validate_lease_s(lease_s)
+        return TakeRequest(
+            sources=tuple(sources), strategy=chosen, size=size, lease_s=lease, worker_id=worker_id
+        )
+
+    async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
+        """Record a task's result."""
+        return await self._engine.complete(task_id, lease_id, validate_result(result))
+
+    async def fail(
+        self,
+        task_id: str,
+        lease_id: str,
+        error: TaskError,
+        *,
+        retry: bool = True,
+        retry_after_s: float | None = None,
+    ) -> Task:
+        """End an attempt with an error; the task retries or goes to the dead letter."""
+        if retry_after_s is not None:
+            retry_after_s = _seconds(retry_after_s, "retry_after", 7 * 86_400.0)
+        return await self._engine.fail(
+            task_id, lease_id, error, retry=retry, retry_after_s=retry_after_s
+        )
+
+    async def heartbeat(
+        self, task_id: str, lease_id: str, extend_s: float | None = None
+    ) -> Heartbeat:
+        """Extend a lease; the answer says whether the task was cancelled."""
+        if extend_s is not None:
+            extend_s = validate_lease_s(extend_s, "extend")
+        return await self._engine.heartbeat(task_id, lease_id, extend_s)
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel a task (a running one at its worker's next word)."""
+        return await self._engine.cancel(task_id)
+
+    async def requeue(self, task_id: str) -> Task:
+        """Send a dead-lettered task back to its queue."""
+        return await self._engine.requeue(task_id)
+
+    async def get_task(self, task_id: str) -> Task:
+        """One task."""
+        return await self._engine.get_task(task_id)
+
+    async def list_tasks(
+        self,
+        queue: str,
+        status: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> TaskPage:
+        """A page of a queue's tasks, optionally in one state."""
+        validate_queue_name(queue)
+        parsed: TaskStatus | None = None
+        if status is not None:
+            try:
+                parsed = TaskStatus(status)
+            except ValueError:
+                raise InvalidInput(
+                    f"status must be one of {', '.join(TaskStatus)}, got {status!r}",
+                    param="status",
+                ) from None
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_LIST_LIMIT
+        ):
+            raise InvalidInput(
+                f"limit must be from 1 to {MAX_LIST_LIMIT}, got {limit!r}", param="limit"
+            )
+        return await self._engine.list_tasks(queue, parsed, after=after, limit=limit)
+
+
+def _seconds(value: object, param: str, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"{param} must be a number of seconds, got {value!r}", param=param)
+    if not 0 <= value <= high:
+        raise InvalidInput(
+            f"{param} must be from 0 to {high:g} seconds, got {value!r}", param=param
+        )
+    return float(value)
+
+
+def _wait(value: object) -> float:
+    return _seconds(value, "wait", MAX_WAIT_S)
