@@ -152,10 +152,16 @@ def parse_address(text: object) -> tuple[str, int | None]:
     validate_queue_name(name, "queues")
     if not sep:
         return name, None
-    if not level_text.isdigit():
+    # isdigit alone admits '²' and other digits int() refuses or reads differently
+    if not (level_text.isascii() and level_text.isdigit()):
         raise InvalidInput(
-            f"queue address {text!r} must be 'name' or 'name:level' with an integer level",
+            f"queue address {text!r:.80} must be 'name' or 'name:level' with a level of"
+            " digits 0-9, as in 'mail:1'",
             param="queues",
+        )
+    if len(level_text) > 9:  # int() of thousands of digits raises; no level is that long
+        raise InvalidInput(
+            f"queue address {text!r:.80} has a level above {MAX_LEVEL_LIMIT}", param="queues"
         )
     return name, int(level_text)
 

@@ -23,7 +23,10 @@ def create_engine(url: str, *, clock: Clock = system_clock) -> Engine:
 
         path = parts.netloc + parts.path if parts.netloc else parts.path
         if not path or path == "/":
-            raise InvalidInput(f"give the SQLite file's path, as in sqlite:///data/conveyor.db; got {url!r}", param="engine")
+            raise InvalidInput(
+                f"give the SQLite file's path, as in sqlite:///data/conveyor.db; got {url!r}",
+                param="engine",
+            )
         options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         return SqliteEngine(path, clock=clock, synchronous=options.get("synchronous", "normal"))
     raise InvalidInput(

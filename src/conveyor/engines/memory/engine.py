@@ -257,7 +257,6 @@ class MemoryEngine:
         if action is lifecycle.CancelAction.MARK:
             record.cancel_requested = True
         elif action is lifecycle.CancelAction.END:
-            record.cancel_requested = True
             self._apply(record, lifecycle.Outcome(TaskStatus.CANCELLED, completed_at=self._clock()))
         return record.to_task()
 

@@ -1,0 +1,541 @@
+"""The SQLite engine: one durable file, one writer thread with group commit, reader threads.
+
+Writes run in the writer thread (see writer.py) as functions of a `Tx`; each is atomic and
+commits with whatever else was queued at the same moment. Reads run on their own
+connections in a small thread pool and see committed state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import sqlite3
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from conveyor.domain import lifecycle
+from conveyor.domain.clock import Clock, system_clock
+from conveyor.domain.queues import Lane, QueueConfig, QueueUpdate
+from conveyor.domain.states import TaskStatus
+from conveyor.domain.strategies import Candidate, Rotation, select
+from conveyor.domain.tasks import NewTask, Task, TaskError, TaskResult
+from conveyor.engines.engine import (
+    Heartbeat,
+    LevelStats,
+    QueueStats,
+    SweepReport,
+    TakeRequest,
+    TaskPage,
+    WorkWatch,
+    parse_cursor,
+)
+from conveyor.engines.notifier import LocalNotifier
+from conveyor.engines.sqlite import queries as q
+from conveyor.engines.sqlite.queries import STATUS_CODES
+from conveyor.engines.sqlite.rows import Row, RowState, encode, to_task
+from conveyor.engines.sqlite.store import (
+    Checkpointer,
+    Readers,
+    check_synchronous,
+    connect_writer,
+    flush_counts,
+    load_counts,
+)
+from conveyor.engines.sqlite.writer import Tx, Writer
+from conveyor.errors import Conflict, EngineUnavailable, IdempotencyConflict, NotFound
+
+T = TypeVar("T")
+SWEEP_BATCH = 10_000
+_config = msgspec.json.Decoder(QueueConfig)
+
+
+class _Lanes:
+    """The LaneSource a strategy reads, inside the writer's transaction."""
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+        self._conn = tx.conn
+
+    def has_queued(self, lane: Lane) -> bool:
+        return self._tx.count((lane.queue, lane.level, TaskStatus.QUEUED)) > 0
+
+    def oldest(self, lane: Lane, limit: int, group: str | None = None) -> list[Candidate]:
+        if group is None:
+            rows = self._conn.execute(q.OLDEST, (lane.queue, lane.level, limit))
+        else:
+            rows = self._conn.execute(q.OLDEST_IN_GROUP, (lane.queue, lane.level, group, limit))
+        return [Candidate(seq, task_id, lane, grp) for seq, task_id, grp in rows]
+
+    def next_group(self, lane: Lane, after: str | None) -> str | None:
+        if after is None:
+            row = self._conn.execute(q.FIRST_GROUP, (lane.queue, lane.level)).fetchone()
+        else:
+            row = self._conn.execute(q.NEXT_GROUP, (lane.queue, lane.level, after)).fetchone()
+        group: str | None = row[0]
+        return group
+
+    def has_running(self, queue: str) -> bool:
+        return self._conn.execute(q.ANY_RUNNING, (queue,)).fetchone() is not None
+
+
+class SqliteEngine:
+    """Queues and tasks in one SQLite file; durable across process kills."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Clock = system_clock,
+        synchronous: str = "normal",
+        readers: int = 4,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._path = Path(path)
+        self._clock = clock
+        self._synchronous = check_synchronous(synchronous)
+        self._reader_threads = readers
+        self._rng = rng or random.Random()
+        self._rotation = Rotation()
+        # the writer thread's view of the queues table, kept exact because it alone writes it
+        self._configs: dict[str, QueueConfig] = {}
+        self._notifier = LocalNotifier()
+        self._writer: Writer | None = None
+        self._readers: Readers | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._checkpointer: Checkpointer | None = None
+
+    # ---- lifecycle ----
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._checkpointer = Checkpointer(self._path)
+        self._writer = Writer(
+            connect=partial(connect_writer, self._path, self._synchronous),
+            load_counts=load_counts,
+            flush_counts=flush_counts,
+            deliver=self._deliver,
+            checkpoint=self._checkpointer.request,
+        )
+        await self._writer.start()
+        self._checkpointer.start()
+        self._readers = Readers(self._path)
+        self._executor = ThreadPoolExecutor(self._reader_threads, "conveyor-sqlite-reader")
+        await self._write(self._load_queues)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.stop()
+            self._writer = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._readers is not None:
+            self._readers.close()
+            self._readers = None
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
+            self._checkpointer = None
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self._read(lambda conn: conn.execute("SELECT 1").fetchone()))
+        except Exception:
+            return False
+
+    async def _write(self, op: Any) -> Any:
+        if self._writer is None:
+            raise EngineUnavailable("the SQLite engine is not open")
+        return await self._writer.run(op)
+
+    async def _read(self, fn: Any) -> Any:
+        if self._readers is None or self._executor is None:
+            raise EngineUnavailable("the SQLite engine is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._readers.run, fn)
+
+    def _deliver(self, work: set[str], due: list[float]) -> None:
+        if work:
+            self._notifier.work_arrived(work)
+        if due:
+            self._notifier.due(min(due))
+
+    # ---- queues ----
+    def _load_queues(self, tx: Tx) -> None:
+        self._configs = {
+            config.name: config
+            for (raw,) in tx.conn.execute(q.SELECT_QUEUES)
+            if (config := _config.decode(raw))
+        }
+
+    def _store_queue(
+        self, tx: Tx, config: QueueConfig, existing: QueueConfig | None
+    ) -> QueueConfig:
+        tx.conn.execute(q.UPSERT_QUEUE, (config.name, encode(config)))
+        self._configs[config.name] = config
+        if existing is not None and existing.paused and not config.paused:
+            tx.work.add(config.name)
+        return config
+
+    async def register_queue(self, config: QueueConfig, *, replace: bool = True) -> QueueConfig:
+        def op(tx: Tx) -> QueueConfig:
+            existing = self._configs.get(config.name)
+            if existing is not None and not replace:
+                return existing
+            created_at = self._clock() if existing is None else existing.created_at
+            stored = msgspec.structs.replace(config, created_at=created_at)
+            return self._store_queue(tx, stored, existing)
+
+        result: QueueConfig = await self._write(op)
+        return result
+
+    async def get_queue(self, name: str) -> QueueConfig:
+        row = await self._read(lambda conn: conn.execute(q.SELECT_QUEUE, (name,)).fetchone())
+        if row is None:
+            raise NotFound(f"queue {name!r} does not exist")
+        return _config.decode(row[0])
+
+    async def list_queues(self) -> list[QueueConfig]:
+        rows = await self._read(lambda conn: conn.execute(q.SELECT_QUEUES).fetchall())
+        return [_config.decode(raw) for (raw,) in rows]
+
+    async def update_queue(self, name: str, update: QueueUpdate) -> QueueConfig:
+        def op(tx: Tx) -> QueueConfig:
+            existing = self._known(name)
+            return self._store_queue(tx, update.apply(existing), existing)
+
+        result: QueueConfig = await self._write(op)
+        return result
+
+    def _known(self, name: str) -> QueueConfig:
+        try:
+            return self._configs[name]
+        except KeyError:
+            raise NotFound(f"queue {name!r} does not exist") from None
+
+    async def queue_stats(self, name: str) -> QueueStats:
+        config = await self.get_queue(name)
+        now = self._clock()
+
+        def read(conn: sqlite3.Connection) -> list[LevelStats]:
+            counts: dict[int, dict[TaskStatus, int]] = {}
+            for level, status, n in conn.execute(q.SELECT_QUEUE_COUNTS, (name,)):
+                counts.setdefault(level, {})[q.STATUSES[status]] = n
+            levels = []
+            for level in sorted(counts):
+                age = None
+                if counts[level].get(TaskStatus.QUEUED):
+                    row = conn.execute(q.OLDEST_RUN_AT, (name, level)).fetchone()
+                    age = None if row is None else now - row[0]
+                levels.append(
+                    LevelStats(level=level, counts=counts[level], oldest_queued_age_s=age)
+                )
+            return levels
+
+        return QueueStats(queue=config, levels=await self._read(read))
+
+    async def obliterate_queue(self, name: str, *, force: bool = False) -> int:
+        def op(tx: Tx) -> int:
+            self._known(name)
+            if not force and _Lanes(tx).has_running(name):
+                raise Conflict(
+                    f"queue {name!r} has running tasks; pass force to obliterate it anyway"
+                )
+            deleted = tx.conn.execute(q.DELETE_QUEUE_TASKS, (name,)).rowcount
+            for key in [k for k in {*tx.writer.counts, *tx.writer.pending} if k[0] == name]:
+                tx.delta[key] -= tx.count(key)
+            tx.conn.execute(q.DELETE_QUEUE, (name,))
+            del self._configs[name]
+            return int(deleted)
+
+        result: int = await self._write(op)
+        return result
+
+    # ---- tasks ----
+    async def put(self, tasks: Sequence[NewTask]) -> list[bool]:
+        result: list[bool] = await self._write(partial(self._put, tasks))
+        return result
+
+    def _put(self, tasks: Sequence[NewTask], tx: Tx) -> list[bool]:
+        for name in {task.queue for task in tasks}:
+            self._known(name)
+        conn = tx.conn
+        before = conn.execute(q.MAX_SEQ).fetchone()[0]
+        changes = conn.total_changes
+        backoffs: dict[Any, bytes] = {}
+        conn.executemany(
+            q.INSERT_TASK,
+            [
+                (
+                    t.task_id,
+                    t.queue,
+                    t.level,
+                    STATUS_CODES[t.status],
+                    t.group,
+                    t.run_at,
+                    t.expires_at,
+                    t.max_attempts,
+                    backoffs.get(t.backoff) or backoffs.setdefault(t.backoff, encode(t.backoff)),
+                    t.created_at,
+                    t.fingerprint,
+                    t.endpoint,
+                    t.data_json,
+                    t.response_mode.value,
+                    t.callback_url,
+                    t.timeout_s,
+                    t.custom_id,
+                    t.batch_id,
+                    t.metadata_json,
+                )
+                for t in tasks
+            ],
+        )
+        if conn.total_changes - changes == len(tasks):
+            created = [True] * len(tasks)
+        else:
+            created = self._which_created(conn, tasks, before)
+        for task, fresh in zip(tasks, created, strict=True):
+            if fresh:
+                tx.moved(task.queue, task.level, None, task.status)
+                if task.status is TaskStatus.SCHEDULED:
+                    tx.due.append(task.run_at)
+                if task.expires_at is not None:
+                    tx.due.append(task.expires_at)
+        return created
+
+    @staticmethod
+    def _which_created(
+        conn: sqlite3.Connection, tasks: Sequence[NewTask], before: int
+    ) -> list[bool]:
+        ids = list({t.task_id for t in tasks})
+        stored: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT task_id, seq, fingerprint FROM tasks WHERE task_id IN ({marks})"
+            stored.update((tid, (seq, fp)) for tid, seq, fp in conn.execute(sql, chunk))
+        created: list[bool] = []
+        seen: set[str] = set()
+        for task in tasks:
+            seq, fingerprint = stored[task.task_id]
+            if fingerprint != task.fingerprint:
+                raise IdempotencyConflict(
+                    f"task {task.task_id} exists with other content; use a new task_id"
+                )
+            created.append(seq > before and task.task_id not in seen)
+            seen.add(task.task_id)
+        return created
+
+    async def take(self, request: TakeRequest) -> list[Task]:
+        rows: list[Row] = await self._write(partial(self._take, request))
+        return [to_task(row) for row in rows]
+
+    def _take(self, request: TakeRequest, tx: Tx) -> list[Row]:
+        sources = [
+            s
+            for s in request.sources
+            if (config := self._configs.get(s.queue)) is not None and not config.paused
+        ]
+        chosen = select(request.strategy, sources, request.size, _Lanes(tx), self._rotation)
+        if not chosen:
+            return []
+        now = self._clock()
+        expires_at = now + request.lease_s
+        sql = q.CLAIM.format(marks=",".join("?" * len(chosen)))
+        args = (now, request.worker_id, expires_at, request.lease_s, *(c.seq for c in chosen))
+        rows = tx.conn.execute(sql, args).fetchall()
+        order = {c.seq: i for i, c in enumerate(chosen)}
+        rows.sort(key=lambda row: order[row[0]])
+        for row in rows:
+            tx.moved(row[2], row[3], TaskStatus.QUEUED, TaskStatus.RUNNING)
+        tx.due.append(expires_at)
+        return rows
+
+    def _state(self, tx: Tx, task_id: str) -> RowState:
+        row = tx.conn.execute(q.SELECT_TASK, (task_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"task {task_id} does not exist")
+        return RowState(row)
+
+    def _settle(self, tx: Tx, state: RowState, outcome: lifecycle.Outcome) -> Row:
+        """Write an outcome: the lease ends and the task moves."""
+        row: Row = tx.conn.execute(
+            q.SETTLE,
+            (
+                STATUS_CODES[outcome.status],
+                outcome.run_at,
+                outcome.completed_at,
+                None if outcome.result is None else encode(outcome.result),
+                None if outcome.error is None else encode(outcome.error),
+                state.seq,
+            ),
+        ).fetchone()
+        tx.moved(state.queue, state.level, state.status, outcome.status)
+        if outcome.status is TaskStatus.SCHEDULED and outcome.run_at is not None:
+            tx.due.append(outcome.run_at)
+        return row
+
+    async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
+        def op(tx: Tx) -> Row:
+            state = self._state(tx, task_id)
+            return self._settle(
+                tx, state, lifecycle.completed(state, lease_id, result, self._clock())
+            )
+
+        return to_task(await self._write(op))
+
+    async def fail(
+        self,
+        task_id: str,
+        lease_id: str,
+        error: TaskError,
+        *,
+        retry: bool = True,
+        retry_after_s: float | None = None,
+    ) -> Task:
+        def op(tx: Tx) -> Row:
+            state = self._state(tx, task_id)
+            outcome = lifecycle.failed(
+                state,
+                lease_id,
+                error,
+                retry=retry,
+                retry_after_s=retry_after_s,
+                now=self._clock(),
+                rng=self._rng,
+            )
+            return self._settle(tx, state, outcome)
+
+        return to_task(await self._write(op))
+
+    async def heartbeat(
+        self, task_id: str, lease_id: str, extend_s: float | None = None
+    ) -> Heartbeat:
+        def op(tx: Tx) -> Heartbeat:
+            state = self._state(tx, task_id)
+            now = self._clock()
+            outcome = lifecycle.heartbeat_cancels(state, lease_id, now)
+            if outcome is not None:
+                self._settle(tx, state, outcome)
+                return Heartbeat(lease_expires_at=None, cancelled=True)
+            expires_at = now + (extend_s if extend_s is not None else (state.lease_s or 0.0))
+            tx.conn.execute(q.EXTEND_LEASE, (expires_at, state.seq))
+            return Heartbeat(lease_expires_at=expires_at, cancelled=False)
+
+        result: Heartbeat = await self._write(op)
+        return result
+
+    async def cancel(self, task_id: str) -> Task:
+        def op(tx: Tx) -> Row:
+            state = self._state(tx, task_id)
+            action = lifecycle.cancel_action(state)
+            if action is lifecycle.CancelAction.MARK:
+                row: Row = tx.conn.execute(q.MARK_CANCEL, (state.seq,)).fetchone()
+                return row
+            if action is lifecycle.CancelAction.END:
+                outcome = lifecycle.Outcome(TaskStatus.CANCELLED, completed_at=self._clock())
+                return self._settle(tx, state, outcome)
+            return state.row
+
+        return to_task(await self._write(op))
+
+    async def requeue(self, task_id: str) -> Task:
+        def op(tx: Tx) -> Row:
+            state = self._state(tx, task_id)
+            outcome = lifecycle.requeued(state, self._clock())
+            tx.conn.execute(q.RESET_FOR_REQUEUE, (state.seq,))
+            return self._settle(tx, state, outcome)
+
+        return to_task(await self._write(op))
+
+    async def get_task(self, task_id: str) -> Task:
+        row = await self._read(lambda conn: conn.execute(q.SELECT_TASK, (task_id,)).fetchone())
+        if row is None:
+            raise NotFound(f"task {task_id} does not exist")
+        return to_task(row)
+
+    async def list_tasks(
+        self,
+        queue: str,
+        status: TaskStatus | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> TaskPage:
+        await self.get_queue(queue)
+        start = parse_cursor(after)
+        statuses = list(q.STATUSES) if status is None else [status]
+
+        def read(conn: sqlite3.Connection) -> list[Row]:
+            # each state's rows come in seq order; merging them gives the queue's order
+            runs = [
+                conn.execute(
+                    q.LIST_BY_STATUS, (queue, STATUS_CODES[s], start, limit + 1)
+                ).fetchall()
+                for s in statuses
+            ]
+            return list(itertools.islice(heapq.merge(*runs), limit + 1))
+
+        rows = await self._read(read)
+        cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
+        return TaskPage(tasks=[to_task(row) for row in rows[:limit]], next_cursor=cursor)
+
+    # ---- maintenance ----
+    async def sweep(self) -> SweepReport:
+        report: SweepReport = await self._write(self._sweep)
+        self._notifier.swept(report.next_due_at)
+        return report
+
+    def _sweep(self, tx: Tx) -> SweepReport:
+        now = self._clock()
+        conn = tx.conn
+        report = SweepReport()
+        full = False
+        promoted = conn.execute(q.PROMOTE, (now, SWEEP_BATCH)).fetchall()
+        for queue, level in promoted:
+            tx.moved(queue, level, TaskStatus.SCHEDULED, TaskStatus.QUEUED)
+        report.promoted = len(promoted)
+        full |= len(promoted) == SWEEP_BATCH
+        past = conn.execute(q.PAST_DEADLINE, (now, SWEEP_BATCH)).fetchall()
+        for row in past:
+            self._settle(tx, RowState(row), lifecycle.deadline_passed(now))
+        report.expired = len(past)
+        full |= len(past) == SWEEP_BATCH
+        lapsed = conn.execute(q.EXPIRED_LEASES, (now, SWEEP_BATCH)).fetchall()
+        for row in lapsed:
+            state = RowState(row)
+            outcome = lifecycle.lease_expired(state, now)
+            self._settle(tx, state, outcome)
+            if outcome.status is TaskStatus.QUEUED:
+                report.requeued += 1
+            elif outcome.status is TaskStatus.FAILED:
+                report.dead_lettered += 1
+            else:
+                report.cancelled += 1
+        full |= len(lapsed) == SWEEP_BATCH
+        for name, config in self._configs.items():
+            purged = conn.execute(q.PURGE, (name, now - config.retention_s, SWEEP_BATCH)).fetchall()
+            for level, status in purged:
+                tx.moved(name, level, q.STATUSES[status], None)
+            report.purged += len(purged)
+            full |= len(purged) == SWEEP_BATCH
+        times = [
+            row[0]
+            for sql in (q.NEXT_RUN_AT, q.NEXT_LEASE_EXPIRY, q.NEXT_DEADLINE)
+            if (row := conn.execute(sql).fetchone())[0] is not None
+        ]
+        # a sweep that hit its batch limit has more to do at once
+        report.next_due_at = now if full else (min(times) if times else None)
+        return report
+
+    def watch(self, queues: Sequence[str]) -> AbstractAsyncContextManager[WorkWatch]:
+        return self._notifier.watch(queues)
+
+    async def wait_for_due(self, timeout_s: float) -> None:
+        await self._notifier.wait_for_due(timeout_s)

@@ -1,0 +1,194 @@
+"""The SQLite engine's schema and statements, by name.
+
+Statuses are stored as small integers (see STATUS_CODES) so that the partial indexes that
+every hot query uses stay small. Each index serves one question:
+  ix_ready          the oldest queued tasks of a lane (take)
+  ix_ready_group    the same per fairness group, and the groups of a lane (fair take)
+  ix_scheduled      delayed and backing-off tasks by due time (sweep)
+  ix_leases         running tasks by lease expiry (sweep)
+  ix_deadlines      unfinished tasks with a deadline (sweep)
+  ix_listing        a queue's tasks by state in put order (list_tasks)
+  ix_finished       a queue's finished tasks by end time (retention)
+"""
+
+from __future__ import annotations
+
+from conveyor.domain.states import TaskStatus
+
+SCHEMA_VERSION = 1
+
+STATUS_CODES: dict[TaskStatus, int] = {
+    TaskStatus.QUEUED: 0,
+    TaskStatus.SCHEDULED: 1,
+    TaskStatus.RUNNING: 2,
+    TaskStatus.SUCCEEDED: 3,
+    TaskStatus.FAILED: 4,
+    TaskStatus.CANCELLED: 5,
+    TaskStatus.EXPIRED: 6,
+}
+STATUSES: list[TaskStatus] = sorted(STATUS_CODES, key=STATUS_CODES.__getitem__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    config BLOB NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS counts (
+    queue TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (queue, level, status)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    run_at REAL NOT NULL,
+    expires_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    backoff BLOB NOT NULL,
+    lease_id TEXT,
+    lease_expires_at REAL,
+    lease_s REAL,
+    worker_id TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    completed_at REAL,
+    fingerprint TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    data BLOB NOT NULL,
+    response_mode TEXT NOT NULL,
+    callback_url TEXT,
+    timeout_s REAL,
+    custom_id TEXT,
+    batch_id TEXT,
+    metadata BLOB,
+    result BLOB,
+    error BLOB
+);
+
+CREATE INDEX IF NOT EXISTS ix_ready ON tasks (queue, level, seq) WHERE status = 0;
+CREATE INDEX IF NOT EXISTS ix_ready_group ON tasks (queue, level, grp, seq) WHERE status = 0;
+CREATE INDEX IF NOT EXISTS ix_scheduled ON tasks (run_at) WHERE status = 1;
+CREATE INDEX IF NOT EXISTS ix_leases ON tasks (lease_expires_at) WHERE status = 2;
+CREATE INDEX IF NOT EXISTS ix_deadlines ON tasks (expires_at)
+    WHERE expires_at IS NOT NULL AND status IN (0, 1, 2);
+CREATE INDEX IF NOT EXISTS ix_listing ON tasks (queue, status, seq);
+CREATE INDEX IF NOT EXISTS ix_finished ON tasks (queue, completed_at) WHERE status >= 3;
+"""
+
+# Columns read back into a Task, in this order (see rows.py).
+TASK_COLUMNS = (
+    "seq, task_id, queue, level, status, grp, run_at, expires_at, attempts, max_attempts,"
+    " backoff, lease_id, lease_expires_at, lease_s, worker_id, cancel_requested, created_at,"
+    " started_at, completed_at, endpoint, data, response_mode, callback_url, timeout_s,"
+    " custom_id, batch_id, metadata, result, error"
+)
+
+# ---- queues ----
+SELECT_QUEUE = "SELECT config FROM queues WHERE name = ?"
+SELECT_QUEUES = "SELECT config FROM queues ORDER BY name"
+UPSERT_QUEUE = "INSERT INTO queues (name, config) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET config = excluded.config"
+DELETE_QUEUE = "DELETE FROM queues WHERE name = ?"
+SELECT_COUNTS = "SELECT queue, level, status, n FROM counts"
+SELECT_QUEUE_COUNTS = "SELECT level, status, n FROM counts WHERE queue = ? AND n != 0"
+UPSERT_COUNT = """
+INSERT INTO counts (queue, level, status, n) VALUES (?, ?, ?, ?)
+ON CONFLICT (queue, level, status) DO UPDATE SET n = n + excluded.n
+"""
+DELETE_ZERO_COUNTS = "DELETE FROM counts WHERE n = 0"
+DELETE_QUEUE_COUNTS = "DELETE FROM counts WHERE queue = ?"
+DELETE_QUEUE_TASKS = "DELETE FROM tasks WHERE queue = ?"
+
+# ---- put ----
+INSERT_TASK = """
+INSERT INTO tasks (
+    task_id, queue, level, status, grp, run_at, expires_at, max_attempts, backoff,
+    created_at, fingerprint, endpoint, data, response_mode, callback_url, timeout_s,
+    custom_id, batch_id, metadata
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (task_id) DO NOTHING
+"""
+MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM tasks"
+
+# ---- take (LaneSource) ----
+OLDEST = "SELECT seq, task_id, grp FROM tasks WHERE status = 0 AND queue = ? AND level = ? ORDER BY seq LIMIT ?"
+OLDEST_IN_GROUP = (
+    "SELECT seq, task_id, grp FROM tasks"
+    " WHERE status = 0 AND queue = ? AND level = ? AND grp = ? ORDER BY seq LIMIT ?"
+)
+ANY_RUNNING = "SELECT 1 FROM tasks WHERE queue = ? AND status = 2 LIMIT 1"
+FIRST_GROUP = "SELECT min(grp) FROM tasks WHERE status = 0 AND queue = ? AND level = ?"
+NEXT_GROUP = "SELECT min(grp) FROM tasks WHERE status = 0 AND queue = ? AND level = ? AND grp > ?"
+
+# The lease id is minted by SQLite per row: 128 random bits, a fencing token.
+CLAIM = f"""
+UPDATE tasks SET status = 2, attempts = attempts + 1, started_at = ?,
+    lease_id = lower(hex(randomblob(16))), worker_id = ?, lease_expires_at = ?, lease_s = ?
+WHERE status = 0 AND seq IN ({{marks}})
+RETURNING {TASK_COLUMNS}
+"""
+
+# ---- settle ----
+SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?"
+SETTLE = f"""
+UPDATE tasks SET status = ?, run_at = coalesce(?, run_at), completed_at = ?,
+    result = coalesce(?, result), error = coalesce(?, error),
+    lease_id = NULL, lease_expires_at = NULL, lease_s = NULL
+WHERE seq = ?
+RETURNING {TASK_COLUMNS}
+"""
+EXTEND_LEASE = "UPDATE tasks SET lease_expires_at = ? WHERE seq = ?"
+MARK_CANCEL = f"UPDATE tasks SET cancel_requested = 1 WHERE seq = ? RETURNING {TASK_COLUMNS}"
+RESET_FOR_REQUEUE = "UPDATE tasks SET attempts = 0, error = NULL WHERE seq = ?"
+
+# ---- sweep ----
+PROMOTE = """
+UPDATE tasks SET status = 0 WHERE seq IN (
+    SELECT seq FROM tasks WHERE status = 1 AND run_at <= ? ORDER BY run_at LIMIT ?
+)
+RETURNING queue, level
+"""
+PAST_DEADLINE = (
+    f"SELECT {TASK_COLUMNS} FROM tasks"
+    " WHERE expires_at IS NOT NULL AND status IN (0, 1, 2) AND expires_at <= ?"
+    " ORDER BY expires_at LIMIT ?"
+)
+EXPIRED_LEASES = (
+    f"SELECT {TASK_COLUMNS} FROM tasks"
+    " WHERE status = 2 AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?"
+)
+PURGE = """
+DELETE FROM tasks WHERE seq IN (
+    SELECT seq FROM tasks WHERE queue = ? AND status >= 3 AND completed_at <= ?
+    ORDER BY completed_at LIMIT ?
+)
+RETURNING level, status
+"""
+NEXT_RUN_AT = "SELECT min(run_at) FROM tasks WHERE status = 1"
+NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM tasks WHERE status = 2"
+NEXT_DEADLINE = (
+    "SELECT min(expires_at) FROM tasks WHERE expires_at IS NOT NULL AND status IN (0, 1, 2)"
+)
+
+# ---- reads ----
+OLDEST_RUN_AT = (
+    "SELECT run_at FROM tasks WHERE status = 0 AND queue = ? AND level = ? ORDER BY seq LIMIT 1"
+)
+LIST_BY_STATUS = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE queue = ? AND status = ? AND seq > ?"
+    " ORDER BY seq LIMIT ?"
+)

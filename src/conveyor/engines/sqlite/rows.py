@@ -1,0 +1,101 @@
+"""Rows of the tasks table read back as domain values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from conveyor.domain.queues import Lane
+from conveyor.domain.retry import Backoff
+from conveyor.domain.states import TaskStatus
+from conveyor.domain.tasks import ResponseMode, Task, TaskError, TaskResult
+from conveyor.engines.sqlite.queries import STATUSES
+
+_backoff = msgspec.json.Decoder(Backoff)
+_result = msgspec.json.Decoder(TaskResult)
+_error = msgspec.json.Decoder(TaskError)
+_any = msgspec.json.Decoder()
+encode = msgspec.json.Encoder().encode
+
+Row = tuple[Any, ...]
+
+
+class RowState:
+    """A row as `lifecycle` sees it (the TaskState protocol)."""
+
+    __slots__ = (
+        "attempts",
+        "backoff_json",
+        "cancel_requested",
+        "lease_expires_at",
+        "lease_id",
+        "level",
+        "max_attempts",
+        "queue",
+        "row",
+        "seq",
+        "status",
+        "task_id",
+    )
+
+    def __init__(self, row: Row) -> None:
+        self.row = row
+        self.seq: int = row[0]
+        self.task_id: str = row[1]
+        self.queue: str = row[2]
+        self.level: int = row[3]
+        self.status: TaskStatus = STATUSES[row[4]]
+        self.attempts: int = row[8]
+        self.max_attempts: int = row[9]
+        self.backoff_json: bytes = row[10]
+        self.lease_id: str | None = row[11]
+        self.lease_expires_at: float | None = row[12]
+        self.cancel_requested: bool = bool(row[15])
+
+    @property
+    def backoff(self) -> Backoff:
+        return _backoff.decode(self.backoff_json)
+
+    @property
+    def lane(self) -> Lane:
+        return Lane(self.queue, self.level)
+
+    @property
+    def lease_s(self) -> float | None:
+        value: float | None = self.row[13]
+        return value
+
+
+def to_task(row: Row) -> Task:
+    """A Task from a row selected with TASK_COLUMNS."""
+    metadata, result, error = row[26], row[27], row[28]
+    return Task(
+        task_id=row[1],
+        queue=row[2],
+        level=row[3],
+        status=STATUSES[row[4]],
+        group=row[5],
+        run_at=row[6],
+        expires_at=row[7],
+        attempts=row[8],
+        max_attempts=row[9],
+        backoff=_backoff.decode(row[10]),
+        lease_id=row[11],
+        lease_expires_at=row[12],
+        worker_id=row[14],
+        cancel_requested=bool(row[15]),
+        created_at=row[16],
+        started_at=row[17],
+        completed_at=row[18],
+        endpoint=row[19],
+        data=_any.decode(row[20]),
+        response_mode=ResponseMode(row[21]),
+        callback_url=row[22],
+        timeout_s=row[23],
+        custom_id=row[24],
+        batch_id=row[25],
+        metadata=None if metadata is None else _any.decode(metadata),
+        result=None if result is None else _result.decode(result),
+        error=None if error is None else _error.decode(error),
+    )

@@ -1,0 +1,159 @@
+"""Connections to one SQLite file: the writer's, the readers', and the checkpointer's."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from conveyor.engines.sqlite import queries
+from conveyor.engines.sqlite.queries import STATUS_CODES, STATUSES
+from conveyor.engines.sqlite.writer import CountKey
+from conveyor.errors import EngineUnavailable, InvalidInput
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+SYNCHRONOUS = ("off", "normal", "full", "extra")
+
+
+def check_synchronous(value: str) -> str:
+    """The `synchronous` pragma value, or InvalidInput naming the choices."""
+    if value.lower() not in SYNCHRONOUS:
+        raise InvalidInput(
+            f"synchronous must be one of {', '.join(SYNCHRONOUS)}, got {value!r}",
+            param="synchronous",
+        )
+    return value.lower()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # autocommit mode: transactions are begun and ended explicitly
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
+    """The one connection that writes: WAL, checkpoints left to the checkpointer."""
+    conn = _connect(path)
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        conn.close()
+        raise EngineUnavailable(f"{path}: SQLite could not switch to WAL mode (got {mode})")
+    # NORMAL: a commit survives the process being killed; FULL also survives power loss
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("PRAGMA journal_size_limit = 67108864")
+    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create the schema, or refuse a file written by a newer Conveyor."""
+    conn.executescript(queries.SCHEMA)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(queries.SCHEMA_VERSION),),
+        )
+    elif int(row[0]) > queries.SCHEMA_VERSION:
+        raise EngineUnavailable(
+            f"the store was written by a newer Conveyor (schema {row[0]}); upgrade Conveyor"
+        )
+
+
+def load_counts(conn: sqlite3.Connection) -> dict[CountKey, int]:
+    """Committed task counts per (queue, level, status)."""
+    return {
+        (queue, level, STATUSES[status]): n
+        for queue, level, status, n in conn.execute(queries.SELECT_COUNTS)
+        if n
+    }
+
+
+def flush_counts(conn: sqlite3.Connection, changes: dict[CountKey, int]) -> None:
+    """Add a transaction's count changes to the counts table."""
+    if not changes:
+        return
+    conn.executemany(
+        queries.UPSERT_COUNT,
+        [(queue, level, STATUS_CODES[status], n) for (queue, level, status), n in changes.items()],
+    )
+    if any(n < 0 for n in changes.values()):
+        conn.execute(queries.DELETE_ZERO_COUNTS)
+
+
+class Readers:
+    """A connection per reader thread, opened on first use and closed together."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self._path)
+            conn.execute("PRAGMA query_only = 1")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return fn(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+class Checkpointer:
+    """Copies the WAL back into the database in its own thread, off the commit path."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, name="conveyor-sqlite-checkpoint", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = _connect(self._path)
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                if self._stopping:
+                    break
+                # PASSIVE never blocks the writer; frames still in use wait for the next one
+                self._checkpoint(conn, "PASSIVE")
+            self._checkpoint(conn, "TRUNCATE")
+        finally:
+            conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> None:
+        try:
+            conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("SQLite checkpoint (%s) failed, will retry: %s", mode, exc)
