@@ -21,7 +21,7 @@ from conveyor.domain.tasks import (
     after_failure,
     after_lease_expiry,
 )
-from conveyor.errors import LeaseLost
+from conveyor.errors import InvalidTransition, LeaseLost
 
 
 class TaskState(Protocol):
@@ -142,5 +142,10 @@ def cancel_action(task: TaskState) -> CancelAction:
 
 def requeued(task: TaskState, now: float) -> Outcome:
     """A dead-lettered task sent back with a fresh set of attempts."""
-    check_transition(task.task_id, task.status, TaskStatus.QUEUED)
+    if task.status is not TaskStatus.FAILED:
+        # running and scheduled may also become queued, but not by hand: a requeue would
+        # drop a live lease or reset the attempts of a task that is backing off
+        raise InvalidTransition(
+            f"task {task.task_id} is {task.status}; only a failed task can be requeued"
+        )
     return Outcome(TaskStatus.QUEUED, run_at=now)

@@ -79,6 +79,7 @@ class _Buffers:
         self._size = size
         self._buffers: dict[tuple[Lane, str | None], list[Candidate]] = {}
         self._positions: dict[tuple[Lane, str | None], int] = {}
+        self._lanes: dict[Source, tuple[Lane, ...]] = {}
 
     def peek(self, lane: Lane, group: str | None = None) -> Candidate | None:
         key = (lane, group)
@@ -99,7 +100,10 @@ class _Buffers:
 
     def head(self, source: Source) -> Candidate | None:
         """The next task of a source: the oldest of its most urgent non-empty level."""
-        for lane in source.lanes():
+        lanes = self._lanes.get(source)
+        if lanes is None:
+            lanes = self._lanes[source] = source.lanes()
+        for lane in lanes:
             candidate = self.peek(lane)
             if candidate is not None:
                 return candidate

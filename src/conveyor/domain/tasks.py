@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -165,13 +166,22 @@ def task_from_new(new: NewTask, data: Any, metadata: dict[str, Any] | None) -> T
     )
 
 
+_strict_json = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_json(value: object, param: str) -> bytes:
-    """Strict JSON: NaN, infinities, bytes, sets and other non-JSON values are refused."""
-    try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{param} must be JSON-serialisable: {exc}", param=param) from None
-    encoded = text.encode()
+    """Strict JSON: NaN, infinities, bytes, sets and other non-JSON values are refused.
+
+    A `msgspec.Raw` (JSON a decoder has already checked, e.g. from an HTTP body) is taken
+    as it is, so the hot path does not encode twice.
+    """
+    if isinstance(value, msgspec.Raw):
+        encoded = bytes(value)
+    else:
+        try:
+            encoded = _strict_json.encode(value).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidInput(f"{param} must be JSON-serialisable: {exc}", param=param) from None
     if len(encoded) > MAX_DATA_BYTES:
         raise InvalidInput(
             f"{param} is {len(encoded)} bytes of JSON; the limit is {MAX_DATA_BYTES}", param=param
@@ -209,17 +219,26 @@ def _callback_url(spec: TaskSpec) -> str | None:
     url = spec.callback_url
     if url is None:  # without a URL the result is read, not pushed
         return None
-    if (
-        not isinstance(url, str)
-        or len(url) > MAX_CALLBACK_URL
-        or not url.startswith(("http://", "https://"))
-    ):
+    if not isinstance(url, str) or len(url) > MAX_CALLBACK_URL or not _is_http_url(url):
         raise InvalidInput(
             f"callback_url must be an http:// or https:// URL of at most {MAX_CALLBACK_URL}"
             f" characters, got {url!r:.80}",
             param="callback_url",
         )
     return url
+
+
+def _is_http_url(url: str) -> bool:
+    # a URL without a host, or with spaces or control characters, could only fail later,
+    # at delivery, when nobody is left to tell
+    if not url.isprintable() or any(c.isspace() for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and port_ok
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not 0-65535
+        return False
 
 
 def _run_at(spec: TaskSpec, now: float) -> float:
@@ -285,7 +304,10 @@ def build_new_task(
     custom_id = _text(spec.custom_id, "custom_id")
     batch_id = _text(spec.batch_id, "batch_id")
     group = _text(spec.group, "group") or ""
-    content = {
+    task_id = id_factory() if spec.task_id is None else validate_task_id(spec.task_id)
+    # Only a client-supplied id can be put again; a minted one is new by construction, so
+    # the digest that tells an idempotent retry from a conflict is needed for the former only.
+    content = spec.task_id and {
         "queue": spec.queue,
         "level": level,
         "endpoint": endpoint,
@@ -298,9 +320,13 @@ def build_new_task(
         "group": group,
         "metadata": None if metadata_json is None else metadata_json.decode(),
         "max_attempts": max_attempts,
+        "backoff": msgspec.to_builtins(backoff),
+        # as asked, not as resolved: a retried put with the same delay_s is the same put
+        "delay_s": None if spec.delay_s is None else float(spec.delay_s),
+        "run_at": None if spec.run_at is None else float(spec.run_at),
     }
     return NewTask(
-        task_id=id_factory() if spec.task_id is None else validate_task_id(spec.task_id),
+        task_id=task_id,
         queue=spec.queue,
         level=level,
         endpoint=endpoint,
@@ -318,7 +344,7 @@ def build_new_task(
         run_at=run_at,
         created_at=now,
         expires_at=None if timeout_s is None else now + timeout_s,
-        fingerprint=fingerprint(content),
+        fingerprint=fingerprint(content) if content else "",
     )
 
 

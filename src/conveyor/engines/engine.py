@@ -16,7 +16,7 @@ from conveyor.domain.queues import QueueConfig, QueueUpdate, Source
 from conveyor.domain.states import TaskStatus
 from conveyor.domain.strategies import Strategy
 from conveyor.domain.tasks import NewTask, Task, TaskError, TaskResult
-from conveyor.errors import InvalidInput
+from conveyor.errors import ConveyorError, InvalidInput
 
 
 class TakeRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,6 +27,14 @@ class TakeRequest(msgspec.Struct, frozen=True, kw_only=True):
     size: int = 1
     lease_s: float = 60.0
     worker_id: str = ""
+
+
+class Completion(NamedTuple):
+    """One item of a batched complete."""
+
+    task_id: str
+    lease_id: str
+    result: TaskResult
 
 
 class Heartbeat(NamedTuple):
@@ -143,6 +151,14 @@ class Engine(Protocol):
         """
         ...
 
+    async def complete_many(self, items: Sequence[Completion]) -> list[TaskStatus | ConveyorError]:
+        """Complete each item on its own terms, in one round trip.
+
+        Per item: the status the task ended in, or the NotFound or LeaseLost that refused
+        it (refusing one changes nothing for the others).
+        """
+        ...
+
     async def fail(
         self,
         task_id: str,
@@ -207,6 +223,7 @@ def parse_cursor(after: str | None) -> int:
     """The position a listing cursor stands for (0: the start)."""
     if after is None:
         return 0
-    if not after.isdigit():
-        raise InvalidInput(f"cursor {after!r} is not one this server gave out", param="after")
+    # isdigit alone admits '²', which int() refuses; 18 digits keep within SQLite's INTEGER
+    if not (after.isascii() and after.isdigit()) or len(after) > 18:
+        raise InvalidInput(f"cursor {after!r:.80} is not one this server gave out", param="after")
     return int(after)

@@ -6,6 +6,8 @@ import math
 import time
 from collections.abc import Sequence
 
+import msgspec
+
 from conveyor.domain.clock import Clock, system_clock
 from conveyor.domain.queues import (
     DEFAULT_MAX_LEVEL,
@@ -30,12 +32,13 @@ from conveyor.domain.tasks import (
     validate_lease_s,
     validate_result,
 )
-from conveyor.engines.engine import Engine, Heartbeat, QueueStats, TakeRequest, TaskPage
-from conveyor.errors import InvalidInput, NotFound
+from conveyor.engines.engine import Completion, Engine, Heartbeat, QueueStats, TakeRequest, TaskPage
+from conveyor.errors import ConveyorError, InvalidInput, NotFound
 
 MAX_WAIT_S = 60.0
 MAX_LIST_LIMIT = 1_000
 QUEUE_CACHE_S = 1.0
+TAKE_REQUEST_CACHE = 1024
 
 
 class TaskService:
@@ -46,6 +49,8 @@ class TaskService:
         self._clock = clock
         self._strict = strict
         self._queues: dict[str, tuple[float, QueueConfig]] = {}
+        # a worker repeats the same take; its resolved form is kept as long as the configs
+        self._take_requests: dict[tuple[object, ...], tuple[float, TakeRequest]] = {}
 
     # ---- queues ----
     async def register_queue(self, config: QueueConfig) -> QueueConfig:
@@ -67,13 +72,15 @@ class TaskService:
     async def obliterate_queue(self, name: str, *, force: bool = False) -> int:
         """Delete a queue and every task in it."""
         self._queues.pop(name, None)
+        self._take_requests.clear()
         return await self._engine.obliterate_queue(validate_queue_name(name, "name"), force=force)
 
     def _remember(self, config: QueueConfig) -> None:
         self._queues[config.name] = (time.monotonic() + QUEUE_CACHE_S, config)
+        self._take_requests.clear()
 
-    async def _queue(self, name: str) -> QueueConfig:
-        """The queue's config, registering it with defaults unless the service is strict."""
+    async def _known_queue(self, name: str) -> QueueConfig | None:
+        """The queue's config; None if it is not registered, NotFound if the service is strict."""
         cached = self._queues.get(name)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
@@ -82,20 +89,46 @@ class TaskService:
         except NotFound:
             if self._strict:
                 raise NotFound(f"queue {name!r} does not exist; register it first") from None
-            config = await self._engine.register_queue(
-                QueueConfig(name=validate_queue_name(name)), replace=False
-            )
+            return None
         self._remember(config)
         return config
 
     # ---- producing ----
-    async def _build(self, spec: TaskSpec, now: float) -> NewTask:
-        queue = await self._queue(validate_queue_name(spec.queue))
-        return build_new_task(spec, queue, now)
+    async def _build(self, specs: Sequence[TaskSpec], now: float, *, bulk: bool) -> list[NewTask]:
+        """Check every spec, then register the unknown queues they name with defaults.
+
+        A refused spec leaves nothing written, not even a queue, so a typo in one field does
+        not leave a stray queue behind.
+        """
+        configs: dict[str, QueueConfig] = {}
+        unknown: list[str] = []
+        built: list[NewTask] = []
+        for index, spec in enumerate(specs):
+            try:
+                name = validate_queue_name(spec.queue)
+                if name not in configs:
+                    known = await self._known_queue(name)
+                    if known is None:
+                        unknown.append(name)
+                    configs[name] = known or QueueConfig(name=name)
+                built.append(build_new_task(spec, configs[name], now))
+            except InvalidInput as exc:
+                if not bulk:
+                    raise
+                param = f"tasks[{index}].{exc.param}" if exc.param else f"tasks[{index}]"
+                raise InvalidInput(f"tasks[{index}]: {exc.message}", param=param) from None
+        raced = False
+        for name in unknown:
+            stored = await self._engine.register_queue(QueueConfig(name=name), replace=False)
+            self._remember(stored)
+            raced |= msgspec.structs.replace(stored, created_at=0.0) != configs[name]
+        if raced:  # another caller registered it first, with other defaults: build with those
+            return await self._build(specs, now, bulk=bulk)
+        return built
 
     async def put(self, spec: TaskSpec) -> Task:
         """Store one task; an identical retry of a client-supplied id returns the stored task."""
-        new = await self._build(spec, self._clock())
+        (new,) = await self._build([spec], self._clock(), bulk=False)
         (created,) = await self._engine.put([new])
         if not created:
             return await self._engine.get_task(new.task_id)
@@ -107,14 +140,7 @@ class TaskService:
             raise InvalidInput(
                 f"a bulk put takes 1 to {MAX_BULK_PUT} tasks, got {len(specs)}", param="tasks"
             )
-        now = self._clock()
-        built: list[NewTask] = []
-        for index, spec in enumerate(specs):
-            try:
-                built.append(await self._build(spec, now))
-            except InvalidInput as exc:
-                param = f"tasks[{index}].{exc.param}" if exc.param else f"tasks[{index}]"
-                raise InvalidInput(f"tasks[{index}]: {exc.message}", param=param) from None
+        built = await self._build(specs, self._clock(), bulk=True)
         await self._engine.put(built)
         return [new.task_id for new in built]
 
@@ -130,7 +156,17 @@ class TaskService:
         wait_s: float = 0.0,
     ) -> list[Task]:
         """Lease up to `size` tasks; with `wait_s`, wait that long for work to arrive."""
-        request = await self._take_request(queues, strategy, size, lease_s, worker_id)
+        if isinstance(queues, str) or not isinstance(queues, Sequence):
+            raise InvalidInput("queues must be a list of 'name' or 'name:level'", param="queues")
+        key = (tuple(map(str, queues)), strategy, size, lease_s, worker_id)
+        cached = self._take_requests.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            request = cached[1]
+        else:
+            request = await self._take_request(queues, strategy, size, lease_s, worker_id)
+            if len(self._take_requests) >= TAKE_REQUEST_CACHE:
+                self._take_requests.clear()
+            self._take_requests[key] = (time.monotonic() + QUEUE_CACHE_S, request)
         wait_s = _wait(wait_s)
         tasks = await self._engine.take(request)
         if tasks or wait_s == 0:
@@ -189,6 +225,12 @@ class TaskService:
     async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
         """Record a task's result."""
         return await self._engine.complete(task_id, lease_id, validate_result(result))
+
+    async def complete_many(self, items: Sequence[Completion]) -> list[TaskStatus | ConveyorError]:
+        """Record many results at once; per item the task's end status or the refusal."""
+        for item in items:
+            validate_result(item.result)
+        return await self._engine.complete_many(items)
 
     async def fail(
         self,

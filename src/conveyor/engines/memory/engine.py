@@ -22,6 +22,7 @@ from conveyor.domain.states import TaskStatus
 from conveyor.domain.strategies import Rotation, select
 from conveyor.domain.tasks import NewTask, Task, TaskError, TaskResult
 from conveyor.engines.engine import (
+    Completion,
     Heartbeat,
     LevelStats,
     QueueStats,
@@ -33,7 +34,14 @@ from conveyor.engines.engine import (
 )
 from conveyor.engines.memory.store import Record, Store
 from conveyor.engines.notifier import LocalNotifier
-from conveyor.errors import Conflict, EngineUnavailable, IdempotencyConflict, NotFound
+from conveyor.errors import (
+    Conflict,
+    ConveyorError,
+    EngineUnavailable,
+    IdempotencyConflict,
+    LeaseLost,
+    NotFound,
+)
 
 PURGE_BATCH = 10_000
 
@@ -212,6 +220,20 @@ class MemoryEngine:
         record = self._record(task_id)
         self._apply(record, lifecycle.completed(record, lease_id, result, self._clock()))
         return record.to_task()
+
+    async def complete_many(self, items: Sequence[Completion]) -> list[TaskStatus | ConveyorError]:
+        self._check_open()
+        now = self._clock()
+        settled: list[TaskStatus | ConveyorError] = []
+        for item in items:
+            try:
+                record = self._record(item.task_id)
+                self._apply(record, lifecycle.completed(record, item.lease_id, item.result, now))
+            except (NotFound, LeaseLost) as exc:
+                settled.append(exc)
+            else:
+                settled.append(record.status)
+        return settled
 
     async def fail(
         self,

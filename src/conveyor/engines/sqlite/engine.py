@@ -1,8 +1,7 @@
-"""The SQLite engine: one durable file, one writer thread with group commit, reader threads.
+"""The SQLite engine: one durable file, one connection, group commit (see writer.py).
 
-Writes run in the writer thread (see writer.py) as functions of a `Tx`; each is atomic and
-commits with whatever else was queued at the same moment. Reads run on their own
-connections in a small thread pool and see committed state.
+Writes are functions of a `Tx`; each is atomic and commits with whatever else was queued
+in the same event-loop iteration. Reads use the same connection between commits.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import itertools
 import random
 import sqlite3
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
@@ -28,6 +26,7 @@ from conveyor.domain.states import TaskStatus
 from conveyor.domain.strategies import Candidate, Rotation, select
 from conveyor.domain.tasks import NewTask, Task, TaskError, TaskResult
 from conveyor.engines.engine import (
+    Completion,
     Heartbeat,
     LevelStats,
     QueueStats,
@@ -43,14 +42,20 @@ from conveyor.engines.sqlite.queries import STATUS_CODES
 from conveyor.engines.sqlite.rows import Row, RowState, encode, to_task
 from conveyor.engines.sqlite.store import (
     Checkpointer,
-    Readers,
     check_synchronous,
     connect_writer,
     flush_counts,
     load_counts,
 )
 from conveyor.engines.sqlite.writer import Tx, Writer
-from conveyor.errors import Conflict, EngineUnavailable, IdempotencyConflict, NotFound
+from conveyor.errors import (
+    Conflict,
+    ConveyorError,
+    EngineUnavailable,
+    IdempotencyConflict,
+    LeaseLost,
+    NotFound,
+)
 
 T = TypeVar("T")
 SWEEP_BATCH = 10_000
@@ -95,50 +100,46 @@ class SqliteEngine:
         *,
         clock: Clock = system_clock,
         synchronous: str = "normal",
-        readers: int = 4,
         rng: random.Random | None = None,
     ) -> None:
         self._path = Path(path)
         self._clock = clock
         self._synchronous = check_synchronous(synchronous)
-        self._reader_threads = readers
         self._rng = rng or random.Random()
         self._rotation = Rotation()
         # the writer thread's view of the queues table, kept exact because it alone writes it
         self._configs: dict[str, QueueConfig] = {}
         self._notifier = LocalNotifier()
         self._writer: Writer | None = None
-        self._readers: Readers | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._checkpointer: Checkpointer | None = None
 
     # ---- lifecycle ----
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = connect_writer(self._path, self._synchronous)
+        except (OSError, sqlite3.Error) as exc:
+            raise EngineUnavailable(f"cannot open the SQLite store {self._path}: {exc}") from exc
         self._checkpointer = Checkpointer(self._path)
+        self._checkpointer.start()
         self._writer = Writer(
-            connect=partial(connect_writer, self._path, self._synchronous),
-            load_counts=load_counts,
+            conn,
             flush_counts=flush_counts,
             deliver=self._deliver,
             checkpoint=self._checkpointer.request,
+            counts=load_counts(conn),
         )
-        await self._writer.start()
-        self._checkpointer.start()
-        self._readers = Readers(self._path)
-        self._executor = ThreadPoolExecutor(self._reader_threads, "conveyor-sqlite-reader")
-        await self._write(self._load_queues)
+        self._configs = {
+            config.name: config
+            for (raw,) in conn.execute(q.SELECT_QUEUES)
+            if (config := _config.decode(raw))
+        }
 
     async def close(self) -> None:
         if self._writer is not None:
-            await self._writer.stop()
+            self._writer.close()
+            self._writer.conn.close()
             self._writer = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        if self._readers is not None:
-            self._readers.close()
-            self._readers = None
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None
@@ -155,10 +156,10 @@ class SqliteEngine:
         return await self._writer.run(op)
 
     async def _read(self, fn: Any) -> Any:
-        if self._readers is None or self._executor is None:
+        # reads run between flushes on the same connection, so they see committed state
+        if self._writer is None:
             raise EngineUnavailable("the SQLite engine is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._readers.run, fn)
+        return fn(self._writer.conn)
 
     def _deliver(self, work: set[str], due: list[float]) -> None:
         if work:
@@ -167,13 +168,6 @@ class SqliteEngine:
             self._notifier.due(min(due))
 
     # ---- queues ----
-    def _load_queues(self, tx: Tx) -> None:
-        self._configs = {
-            config.name: config
-            for (raw,) in tx.conn.execute(q.SELECT_QUEUES)
-            if (config := _config.decode(raw))
-        }
-
     def _store_queue(
         self, tx: Tx, config: QueueConfig, existing: QueueConfig | None
     ) -> QueueConfig:
@@ -358,24 +352,29 @@ class SqliteEngine:
         return rows
 
     def _state(self, tx: Tx, task_id: str) -> RowState:
-        row = tx.conn.execute(q.SELECT_TASK, (task_id,)).fetchone()
+        row = tx.conn.execute(q.SELECT_STATE, (task_id,)).fetchone()
         if row is None:
             raise NotFound(f"task {task_id} does not exist")
         return RowState(row)
 
-    def _settle(self, tx: Tx, state: RowState, outcome: lifecycle.Outcome) -> Row:
-        """Write an outcome: the lease ends and the task moves."""
-        row: Row = tx.conn.execute(
-            q.SETTLE,
-            (
-                STATUS_CODES[outcome.status],
-                outcome.run_at,
-                outcome.completed_at,
-                None if outcome.result is None else encode(outcome.result),
-                None if outcome.error is None else encode(outcome.error),
-                state.seq,
-            ),
-        ).fetchone()
+    def _settle(
+        self, tx: Tx, state: RowState, outcome: lifecycle.Outcome, *, returning: bool = True
+    ) -> Row:
+        """Write an outcome: the lease ends and the task moves; the row if `returning`."""
+        row: Row = (
+            tx.conn.execute(
+                q.SETTLE if returning else q.SETTLE_QUIET,
+                (
+                    STATUS_CODES[outcome.status],
+                    outcome.run_at,
+                    outcome.completed_at,
+                    None if outcome.result is None else encode(outcome.result),
+                    None if outcome.error is None else encode(outcome.error),
+                    state.seq,
+                ),
+            ).fetchone()
+            or ()
+        )
         tx.moved(state.queue, state.level, state.status, outcome.status)
         if outcome.status is TaskStatus.SCHEDULED and outcome.run_at is not None:
             tx.due.append(outcome.run_at)
@@ -389,6 +388,25 @@ class SqliteEngine:
             )
 
         return to_task(await self._write(op))
+
+    async def complete_many(self, items: Sequence[Completion]) -> list[TaskStatus | ConveyorError]:
+        def op(tx: Tx) -> list[TaskStatus | ConveyorError]:
+            now = self._clock()
+            settled: list[TaskStatus | ConveyorError] = []
+            for item in items:
+                # each item checks before it writes, so a refused one leaves nothing behind
+                try:
+                    state = self._state(tx, item.task_id)
+                    outcome = lifecycle.completed(state, item.lease_id, item.result, now)
+                except (NotFound, LeaseLost) as exc:
+                    settled.append(exc)
+                    continue
+                self._settle(tx, state, outcome, returning=False)
+                settled.append(outcome.status)
+            return settled
+
+        result: list[TaskStatus | ConveyorError] = await self._write(op)
+        return result
 
     async def fail(
         self,
@@ -441,7 +459,8 @@ class SqliteEngine:
             if action is lifecycle.CancelAction.END:
                 outcome = lifecycle.Outcome(TaskStatus.CANCELLED, completed_at=self._clock())
                 return self._settle(tx, state, outcome)
-            return state.row
+            row = tx.conn.execute(q.SELECT_TASK, (task_id,)).fetchone()
+            return row
 
         return to_task(await self._write(op))
 

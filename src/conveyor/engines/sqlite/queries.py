@@ -98,6 +98,12 @@ TASK_COLUMNS = (
     " custom_id, batch_id, metadata, result, error"
 )
 
+# The leading columns of TASK_COLUMNS: what deciding a verb needs (see rows.RowState).
+STATE_COLUMNS = (
+    "seq, task_id, queue, level, status, grp, run_at, expires_at, attempts, max_attempts,"
+    " backoff, lease_id, lease_expires_at, lease_s, worker_id, cancel_requested"
+)
+
 # ---- queues ----
 SELECT_QUEUE = "SELECT config FROM queues WHERE name = ?"
 SELECT_QUEUES = "SELECT config FROM queues ORDER BY name"
@@ -144,6 +150,13 @@ RETURNING {TASK_COLUMNS}
 
 # ---- settle ----
 SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?"
+SELECT_STATE = f"SELECT {STATE_COLUMNS} FROM tasks WHERE task_id = ?"
+SETTLE_QUIET = """
+UPDATE tasks SET status = ?, run_at = coalesce(?, run_at), completed_at = ?,
+    result = coalesce(?, result), error = coalesce(?, error),
+    lease_id = NULL, lease_expires_at = NULL, lease_s = NULL
+WHERE seq = ?
+"""
 SETTLE = f"""
 UPDATE tasks SET status = ?, run_at = coalesce(?, run_at), completed_at = ?,
     result = coalesce(?, result), error = coalesce(?, error),

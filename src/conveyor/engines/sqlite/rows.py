@@ -22,7 +22,7 @@ Row = tuple[Any, ...]
 
 
 class RowState:
-    """A row as `lifecycle` sees it (the TaskState protocol)."""
+    """A row selected with STATE_COLUMNS (or TASK_COLUMNS), as `lifecycle` sees it."""
 
     __slots__ = (
         "attempts",

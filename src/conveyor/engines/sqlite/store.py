@@ -1,11 +1,10 @@
-"""Connections to one SQLite file: the writer's, the readers', and the checkpointer's."""
+"""Connections to one SQLite file: the engine's, and the checkpointer's."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -88,32 +87,6 @@ def flush_counts(conn: sqlite3.Connection, changes: dict[CountKey, int]) -> None
     )
     if any(n < 0 for n in changes.values()):
         conn.execute(queries.DELETE_ZERO_COUNTS)
-
-
-class Readers:
-    """A connection per reader thread, opened on first use and closed together."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-
-    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self._path)
-            conn.execute("PRAGMA query_only = 1")
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return fn(conn)
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
 
 
 class Checkpointer:

@@ -1,19 +1,21 @@
-"""One writer thread per SQLite file, with group commit.
+"""Group commit on the event loop's thread, over the one connection that writes.
 
-Every write is a function of a `Tx` queued to the writer. The thread takes everything
-queued, runs it in one transaction (each function inside its own savepoint, so one that
-raises changes nothing while the others commit), commits once, and only then resolves the
-callers' futures and delivers wake-ups. Concurrent callers so share one fsync.
+Every write is a function of a `Tx`, queued with `run`. The first write queued in a loop
+iteration schedules a flush; the flush runs everything queued by then in one transaction
+(each function inside its own savepoint, so one that raises changes nothing while the
+others commit), commits once, and only then resolves the callers' futures and delivers
+wake-ups. Concurrent callers so share one commit.
+
+Why not a writer thread: every sqlite3 call releases the GIL, and a writer thread then
+waits up to a switch interval to get it back from a busy event loop; measured on two
+cores, that hand-off cost more than the SQLite work itself (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
 import sqlite3
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -52,11 +54,8 @@ class Tx:
 
     def count(self, key: CountKey) -> int:
         """Tasks in a state as this transaction sees them, without a query."""
-        return (
-            self.writer.counts.get(key, 0)
-            + self.writer.pending.get(key, 0)
-            + self.delta.get(key, 0)
-        )
+        writer = self.writer
+        return writer.counts.get(key, 0) + writer.pending.get(key, 0) + self.delta.get(key, 0)
 
 
 Op = Callable[[Tx], Any]
@@ -64,100 +63,66 @@ Delivery = Callable[[set[str], list[float]], None]
 
 
 class Writer:
-    """Owns the write connection and the thread that uses it."""
+    """Owns the connection; batches the writes queued in one loop iteration."""
 
     def __init__(
         self,
-        connect: Callable[[], sqlite3.Connection],
-        load_counts: Callable[[sqlite3.Connection], dict[CountKey, int]],
+        conn: sqlite3.Connection,
         flush_counts: Callable[[sqlite3.Connection, dict[CountKey, int]], None],
         deliver: Delivery,
         checkpoint: Callable[[], None],
+        counts: dict[CountKey, int],
     ) -> None:
-        self._connect = connect
-        self._load_counts = load_counts
+        self.conn = conn
         self._flush_counts = flush_counts
         self._deliver = deliver
         self._checkpoint = checkpoint
-        self._inbox: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._started = threading.Event()
-        self._start_error: BaseException | None = None
+        self._queued: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._closed = False
+        self._last_checkpoint = time.monotonic()
         # committed counts per (queue, level, status), and this batch's not yet committed
-        self.counts: dict[CountKey, int] = {}
+        self.counts = counts
         self.pending: defaultdict[CountKey, int] = defaultdict(int)
-        # state only the writer thread touches, kept between transactions
-        self.state: dict[str, Any] = {}
 
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(
-            target=self._run, name="conveyor-sqlite-writer", daemon=True
-        )
-        self._thread.start()
-        await asyncio.to_thread(self._started.wait)
-        if self._start_error is not None:
-            raise EngineUnavailable(f"cannot open the SQLite store: {self._start_error}")
+    def run(self, op: Callable[[Tx], T]) -> asyncio.Future[T]:
+        """Queue `op` for the next transaction; the future resolves once it committed."""
+        if self._closed:
+            raise EngineUnavailable("the SQLite engine is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queued.append((op, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
 
-    async def stop(self) -> None:
-        if self._thread is None:
-            return
-        self._inbox.put(None)
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
+    def close(self) -> None:
+        """Commit what is queued, then refuse further writes."""
+        if self._queued:
+            self._flush()
+        self._closed = True
 
-    async def run(self, op: Callable[[Tx], T]) -> T:
-        """Run `op` in the next transaction; return its value once committed."""
-        if self._thread is None or self._loop is None:
-            raise EngineUnavailable("the SQLite engine is not open")
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._inbox.put((op, future))
-        return await future
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+        if self._queued:  # let the loop breathe between large batches
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        if batch:
+            self._commit(batch)
+        now = time.monotonic()
+        if now - self._last_checkpoint >= CHECKPOINT_EVERY_S:
+            self._last_checkpoint = now
+            self._checkpoint()
 
-    def _run(self) -> None:
-        try:
-            conn = self._connect()
-            self.counts = self._load_counts(conn)
-        except BaseException as exc:
-            self._start_error = exc
-            self._started.set()
-            return
-        self._started.set()
-        last_checkpoint = time.monotonic()
-        try:
-            while True:
-                first = self._inbox.get()
-                if first is None:
-                    break
-                batch = [first]
-                stop = False
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._inbox.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
-                self._commit(conn, batch)
-                now = time.monotonic()
-                if now - last_checkpoint >= CHECKPOINT_EVERY_S:
-                    last_checkpoint = now
-                    self._checkpoint()
-                if stop:
-                    break
-        finally:
-            conn.close()
-
-    def _commit(
-        self, conn: sqlite3.Connection, batch: list[tuple[Op, asyncio.Future[Any]]]
-    ) -> None:
+    def _commit(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> None:
+        conn = self.conn
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         work: set[str] = set()
         due: list[float] = []
-        self.pending.clear()
+        pending = self.pending
+        pending.clear()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op, future in batch:
@@ -173,52 +138,33 @@ class Writer:
                 conn.execute("RELEASE op")
                 for key, change in tx.delta.items():
                     if change:
-                        self.pending[key] += change
+                        pending[key] += change
                 work |= tx.work
                 due.extend(tx.due)
                 outcomes.append((future, value, None))
-            self._flush_counts(conn, {k: v for k, v in self.pending.items() if v})
+            self._flush_counts(conn, {k: v for k, v in pending.items() if v})
             conn.execute("COMMIT")
         except Exception as exc:
             log.exception("SQLite transaction failed; %d writes refused", len(batch))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self.pending.clear()
-            error = EngineUnavailable(f"the SQLite store refused a write: {exc}")
-            self._settle([(future, None, error) for _, future in batch], set(), [])
-            return
-        for key, change in self.pending.items():
-            total = self.counts.get(key, 0) + change
+            pending.clear()
+            failure = EngineUnavailable(f"the SQLite store refused a write: {exc}")
+            outcomes = [(future, None, failure) for _, future in batch]
+            work, due = set(), []
+        counts = self.counts
+        for key, change in pending.items():
+            total = counts.get(key, 0) + change
             if total:
-                self.counts[key] = total
+                counts[key] = total
             else:
-                self.counts.pop(key, None)
-        self.pending.clear()
-        self._settle(outcomes, work, due)
-
-    def _settle(
-        self,
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
-        work: set[str],
-        due: list[float],
-    ) -> None:
-        assert self._loop is not None
-        # a closed loop raises RuntimeError: then nobody is waiting any more
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_resolve, outcomes, work, due, self._deliver)
-
-
-def _resolve(
-    outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
-    work: set[str],
-    due: list[float],
-    deliver: Delivery,
-) -> None:
-    for future, value, error in outcomes:
-        if future.cancelled():
-            continue
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
-    deliver(work, due)
+                counts.pop(key, None)
+        pending.clear()
+        for future, value, error in outcomes:
+            if future.cancelled():
+                continue
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+        self._deliver(work, due)
