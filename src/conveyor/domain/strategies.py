@@ -63,12 +63,26 @@ class LaneSource(Protocol):
         ...
 
 
+MAX_ROTATIONS = 10_000
+
+
 class Rotation:
-    """Where round_robin and fair left off, kept by the engine between takes."""
+    """Where round_robin and fair left off, kept by the engine between takes.
+
+    Bounded: past MAX_ROTATIONS remembered lists or lanes it starts afresh, which costs at
+    most one out-of-turn pick per list.
+    """
 
     def __init__(self) -> None:
         self.next_source: dict[tuple[Source, ...], int] = {}
         self.last_group: dict[Lane, str] = {}
+
+    def trim(self) -> None:
+        """Forget everything once either table grows past its bound."""
+        if len(self.next_source) > MAX_ROTATIONS:
+            self.next_source.clear()
+        if len(self.last_group) > MAX_ROTATIONS:
+            self.last_group.clear()
 
 
 class _Buffers:
@@ -120,6 +134,7 @@ def select(
     """Choose up to `size` queued tasks from `sources` as `strategy` defines."""
     if size <= 0 or not sources:
         return []
+    rotation.trim()
     buffers = _Buffers(source, size)
     if strategy is Strategy.FIFO:
         return _fifo(sources, size, buffers)
