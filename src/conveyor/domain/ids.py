@@ -31,7 +31,7 @@ def new_task_id() -> str:
                 _last_ms += 1
                 _counter = 0
         ms, counter = _last_ms, _counter
-    return f"{ms:012x}{counter:04x}{random.getrandbits(64):016x}"
+    return "%032x" % (ms << 80 | counter << 64 | random.getrandbits(64))
 
 
 def new_lease_id() -> str:

@@ -166,7 +166,31 @@ def task_from_new(new: NewTask, data: Any, metadata: dict[str, Any] | None) -> T
     )
 
 
+_msgspec_json = msgspec.json.Encoder().encode
+_msgspec_decode = msgspec.json.Decoder().decode
 _strict_json = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+def _fast_json(value: object) -> bytes | None:
+    """msgspec's encoding if it reads back as the same value, else None.
+
+    msgspec is ~15x faster than the stdlib, but it quietly turns NaN into null and
+    bytes, sets or datetimes into strings and lists; such values do not read back equal,
+    and go to the strict encoder instead, which refuses them.
+    """
+    try:
+        encoded = _msgspec_json(value)
+        same = _msgspec_decode(encoded) == value
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError):
+        return None
+    return encoded if same else None
+
+
+def _slow_json(value: object, param: str) -> bytes:
+    try:
+        return _strict_json.encode(value).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"{param} must be JSON-serialisable: {exc}", param=param) from None
 
 
 def encode_json(value: object, param: str) -> bytes:
@@ -178,10 +202,7 @@ def encode_json(value: object, param: str) -> bytes:
     if isinstance(value, msgspec.Raw):
         encoded = bytes(value)
     else:
-        try:
-            encoded = _strict_json.encode(value).encode()
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise InvalidInput(f"{param} must be JSON-serialisable: {exc}", param=param) from None
+        encoded = _fast_json(value) or _slow_json(value, param)
     if len(encoded) > MAX_DATA_BYTES:
         raise InvalidInput(
             f"{param} is {len(encoded)} bytes of JSON; the limit is {MAX_DATA_BYTES}", param=param

@@ -207,6 +207,11 @@ class SqliteEngine:
         result: QueueConfig = await self._write(op)
         return result
 
+    def _levels_with(self, queue: str, status: TaskStatus) -> list[int]:
+        """The levels of `queue` holding tasks in `status`, from the committed counts."""
+        assert self._writer is not None
+        return [lv for (name, lv, st) in self._writer.counts if name == queue and st is status]
+
     def _known(self, name: str) -> QueueConfig:
         try:
             return self._configs[name]
@@ -492,13 +497,19 @@ class SqliteEngine:
         statuses = list(q.STATUSES) if status is None else [status]
 
         def read(conn: sqlite3.Connection) -> list[Row]:
-            # each state's rows come in seq order; merging them gives the queue's order
+            # each state's (or queued level's) rows come in seq order; merged, the queue's order
             runs = [
                 conn.execute(
                     q.LIST_BY_STATUS, (queue, STATUS_CODES[s], start, limit + 1)
                 ).fetchall()
                 for s in statuses
+                if s is not TaskStatus.QUEUED
             ]
+            if TaskStatus.QUEUED in statuses:
+                runs.extend(
+                    conn.execute(q.LIST_QUEUED, (queue, level, start, limit + 1)).fetchall()
+                    for level in self._levels_with(queue, TaskStatus.QUEUED)
+                )
             return list(itertools.islice(heapq.merge(*runs), limit + 1))
 
         rows = await self._read(read)

@@ -7,7 +7,8 @@ every hot query uses stay small. Each index serves one question:
   ix_scheduled      delayed and backing-off tasks by due time (sweep)
   ix_leases         running tasks by lease expiry (sweep)
   ix_deadlines      unfinished tasks with a deadline (sweep)
-  ix_listing        a queue's tasks by state in put order (list_tasks)
+  ix_listing        a queue's tasks by state in put order (list_tasks); queued tasks are
+                    listed through ix_ready instead, so that a put maintains one index fewer
   ix_finished       a queue's finished tasks by end time (retention)
 """
 
@@ -86,7 +87,7 @@ CREATE INDEX IF NOT EXISTS ix_scheduled ON tasks (run_at) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS ix_leases ON tasks (lease_expires_at) WHERE status = 2;
 CREATE INDEX IF NOT EXISTS ix_deadlines ON tasks (expires_at)
     WHERE expires_at IS NOT NULL AND status IN (0, 1, 2);
-CREATE INDEX IF NOT EXISTS ix_listing ON tasks (queue, status, seq);
+CREATE INDEX IF NOT EXISTS ix_listing ON tasks (queue, status, seq) WHERE status >= 1;
 CREATE INDEX IF NOT EXISTS ix_finished ON tasks (queue, completed_at) WHERE status >= 3;
 """
 
@@ -201,7 +202,11 @@ NEXT_DEADLINE = (
 OLDEST_RUN_AT = (
     "SELECT run_at FROM tasks WHERE status = 0 AND queue = ? AND level = ? ORDER BY seq LIMIT 1"
 )
-LIST_BY_STATUS = (
+LIST_QUEUED = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = 0 AND queue = ? AND level = ? AND seq > ?"
+    " ORDER BY seq LIMIT ?"
+)
+LIST_BY_STATUS = (  # not for queued: see LIST_QUEUED
     f"SELECT {TASK_COLUMNS} FROM tasks WHERE queue = ? AND status = ? AND seq > ?"
     " ORDER BY seq LIMIT ?"
 )

@@ -1,0 +1,1 @@
+"""Conveyor's benchmarks; run the engine benchmark with `python -m benchmarks.engines`."""
