@@ -112,12 +112,25 @@ class _Buffers:
         self._positions[(lane, group)] += 1
         return candidate
 
-    def head(self, source: Source) -> Candidate | None:
-        """The next task of a source: the oldest of its most urgent non-empty level."""
+    def pop_many(self, lane: Lane, limit: int) -> list[Candidate]:
+        """Up to `limit` of the lane's next tasks, at once."""
+        if self.peek(lane) is None:
+            return []
+        key = (lane, None)
+        position = self._positions[key]
+        taken = self._buffers[key][position : position + limit]
+        self._positions[key] = position + len(taken)
+        return taken
+
+    def lanes(self, source: Source) -> tuple[Lane, ...]:
         lanes = self._lanes.get(source)
         if lanes is None:
             lanes = self._lanes[source] = source.lanes()
-        for lane in lanes:
+        return lanes
+
+    def head(self, source: Source) -> Candidate | None:
+        """The next task of a source: the oldest of its most urgent non-empty level."""
+        for lane in self.lanes(source):
             candidate = self.peek(lane)
             if candidate is not None:
                 return candidate
@@ -149,6 +162,8 @@ def select(
 
 def _fifo(sources: Sequence[Source], size: int, buffers: _Buffers) -> list[Candidate]:
     """Oldest first across the listed sources; each source offers its most urgent level."""
+    if len(sources) == 1:  # one source: its levels in order, which active_passive does in slices
+        return _active_passive(sources, size, buffers)
     chosen: list[Candidate] = []
     while len(chosen) < size:
         heads = [head for s in sources if (head := buffers.head(s)) is not None]
@@ -163,10 +178,10 @@ def _active_passive(sources: Sequence[Source], size: int, buffers: _Buffers) -> 
     """Strictly in list order: the first source until it is empty, then the next."""
     chosen: list[Candidate] = []
     for s in sources:
-        while len(chosen) < size and (head := buffers.head(s)) is not None:
-            chosen.append(buffers.pop(head.lane))
-        if len(chosen) == size:
-            break
+        for lane in buffers.lanes(s):
+            chosen.extend(buffers.pop_many(lane, size - len(chosen)))
+            if len(chosen) == size:
+                return chosen
     return chosen
 
 

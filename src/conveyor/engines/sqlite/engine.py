@@ -62,6 +62,17 @@ SWEEP_BATCH = 10_000
 _config = msgspec.json.Decoder(QueueConfig)
 
 
+def _settle_args(state: RowState, outcome: lifecycle.Outcome) -> tuple[object, ...]:
+    return (
+        STATUS_CODES[outcome.status],
+        outcome.run_at,
+        outcome.completed_at,
+        None if outcome.result is None else encode(outcome.result),
+        None if outcome.error is None else encode(outcome.error),
+        state.seq,
+    )
+
+
 class _Lanes:
     """The LaneSource a strategy reads, inside the writer's transaction."""
 
@@ -362,6 +373,23 @@ class SqliteEngine:
             raise NotFound(f"task {task_id} does not exist")
         return RowState(row)
 
+    def _states(self, tx: Tx, task_ids: Sequence[str]) -> dict[str, RowState]:
+        """The current state of each of `task_ids` that exists."""
+        states: dict[str, RowState] = {}
+        for start in range(0, len(task_ids), 500):
+            chunk = task_ids[start : start + 500]
+            sql = q.SELECT_STATES.format(marks=",".join("?" * len(chunk)))
+            states.update((row[1], RowState(row)) for row in tx.conn.execute(sql, chunk))
+        return states
+
+    def _settle_many(self, tx: Tx, writes: Sequence[tuple[RowState, lifecycle.Outcome]]) -> None:
+        """Write many outcomes in one statement run."""
+        tx.conn.executemany(q.SETTLE_QUIET, [_settle_args(s, o) for s, o in writes])
+        for state, outcome in writes:
+            tx.moved(state.queue, state.level, state.status, outcome.status)
+            if outcome.status is TaskStatus.SCHEDULED and outcome.run_at is not None:
+                tx.due.append(outcome.run_at)
+
     def _settle(
         self, tx: Tx, state: RowState, outcome: lifecycle.Outcome, *, returning: bool = True
     ) -> Row:
@@ -397,17 +425,24 @@ class SqliteEngine:
     async def complete_many(self, items: Sequence[Completion]) -> list[TaskStatus | ConveyorError]:
         def op(tx: Tx) -> list[TaskStatus | ConveyorError]:
             now = self._clock()
+            states = self._states(tx, [item.task_id for item in items])
             settled: list[TaskStatus | ConveyorError] = []
+            writes: list[tuple[RowState, lifecycle.Outcome]] = []
             for item in items:
-                # each item checks before it writes, so a refused one leaves nothing behind
+                # each item is decided before anything is written, so a refused one
+                # leaves nothing behind; a task named twice is settled by its first item
+                state = states.get(item.task_id)
                 try:
-                    state = self._state(tx, item.task_id)
+                    if state is None:
+                        raise NotFound(f"task {item.task_id} does not exist")
                     outcome = lifecycle.completed(state, item.lease_id, item.result, now)
                 except (NotFound, LeaseLost) as exc:
                     settled.append(exc)
                     continue
-                self._settle(tx, state, outcome, returning=False)
+                writes.append((state, outcome))
                 settled.append(outcome.status)
+                states[item.task_id] = state.after(outcome.status)
+            self._settle_many(tx, writes)
             return settled
 
         result: list[TaskStatus | ConveyorError] = await self._write(op)

@@ -152,6 +152,7 @@ RETURNING {TASK_COLUMNS}
 # ---- settle ----
 SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?"
 SELECT_STATE = f"SELECT {STATE_COLUMNS} FROM tasks WHERE task_id = ?"
+SELECT_STATES = f"SELECT {STATE_COLUMNS} FROM tasks WHERE task_id IN ({{marks}})"
 SETTLE_QUIET = """
 UPDATE tasks SET status = ?, run_at = coalesce(?, run_at), completed_at = ?,
     result = coalesce(?, result), error = coalesce(?, error),

@@ -20,6 +20,18 @@ encode = msgspec.json.Encoder().encode
 
 Row = tuple[Any, ...]
 
+_backoffs: dict[bytes, Backoff] = {}
+
+
+def decode_backoff(raw: bytes) -> Backoff:
+    """A stored backoff; most tasks share their queue's, so decoded ones are kept."""
+    backoff = _backoffs.get(raw)
+    if backoff is None:
+        if len(_backoffs) > 1_000:
+            _backoffs.clear()
+        backoff = _backoffs[raw] = _backoff.decode(raw)
+    return backoff
+
 
 class RowState:
     """A row selected with STATE_COLUMNS (or TASK_COLUMNS), as `lifecycle` sees it."""
@@ -53,9 +65,17 @@ class RowState:
         self.lease_expires_at: float | None = row[12]
         self.cancel_requested: bool = bool(row[15])
 
+    def after(self, outcome_status: TaskStatus) -> RowState:
+        """This task as a settle to `outcome_status` leaves it: moved, lease ended."""
+        moved = RowState(self.row)
+        moved.status = outcome_status
+        moved.lease_id = None
+        moved.lease_expires_at = None
+        return moved
+
     @property
     def backoff(self) -> Backoff:
-        return _backoff.decode(self.backoff_json)
+        return decode_backoff(self.backoff_json)
 
     @property
     def lane(self) -> Lane:
@@ -80,7 +100,7 @@ def to_task(row: Row) -> Task:
         expires_at=row[7],
         attempts=row[8],
         max_attempts=row[9],
-        backoff=_backoff.decode(row[10]),
+        backoff=decode_backoff(row[10]),
         lease_id=row[11],
         lease_expires_at=row[12],
         worker_id=row[14],
