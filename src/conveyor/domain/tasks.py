@@ -56,8 +56,12 @@ class TaskError(msgspec.Struct, frozen=True, kw_only=True):
     code: str | None = None
 
 
-class Task(msgspec.Struct, frozen=True, kw_only=True):
-    """A task as stored, with its lease while it runs."""
+class Task(msgspec.Struct, frozen=True):
+    """A task as stored, with its lease while it runs.
+
+    Not keyword-only: the engines' read paths build it positionally, which is several
+    times cheaper for 27 fields (tests/unit/test_field_order.py pins the order).
+    """
 
     task_id: str
     queue: str
@@ -109,8 +113,11 @@ class TaskSpec(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any] | None = None
 
 
-class NewTask(msgspec.Struct, frozen=True, kw_only=True):
-    """A validated task with every default resolved, ready for an engine to store as is."""
+class NewTask(msgspec.Struct, frozen=True):
+    """A validated task with every default resolved, ready for an engine to store as is.
+
+    Built positionally by `build_new_task`, for speed (field order pinned by a test).
+    """
 
     task_id: str
     queue: str
@@ -347,25 +354,25 @@ def build_new_task(
         "run_at": None if spec.run_at is None else float(spec.run_at),
     }
     return NewTask(
-        task_id=task_id,
-        queue=spec.queue,
-        level=level,
-        endpoint=endpoint,
-        data_json=data_json,
-        status=TaskStatus.SCHEDULED if run_at > now else TaskStatus.QUEUED,
-        response_mode=response_mode,
-        callback_url=callback_url,
-        timeout_s=timeout_s,
-        custom_id=custom_id,
-        batch_id=batch_id,
-        group=group,
-        metadata_json=metadata_json,
-        max_attempts=max_attempts,
-        backoff=backoff,
-        run_at=run_at,
-        created_at=now,
-        expires_at=None if timeout_s is None else now + timeout_s,
-        fingerprint=fingerprint(content) if content else "",
+        task_id,
+        spec.queue,
+        level,
+        endpoint,
+        data_json,
+        TaskStatus.SCHEDULED if run_at > now else TaskStatus.QUEUED,
+        response_mode,
+        callback_url,
+        timeout_s,
+        custom_id,
+        batch_id,
+        group,
+        metadata_json,
+        max_attempts,
+        backoff,
+        run_at,
+        now,
+        None if timeout_s is None else now + timeout_s,
+        fingerprint(content) if content else "",
     )
 
 

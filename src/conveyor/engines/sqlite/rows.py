@@ -90,32 +90,32 @@ class RowState:
 def to_task(row: Row) -> Task:
     """A Task from a row selected with TASK_COLUMNS."""
     metadata, result, error = row[26], row[27], row[28]
-    return Task(
-        task_id=row[1],
-        queue=row[2],
-        level=row[3],
-        status=STATUSES[row[4]],
-        group=row[5],
-        run_at=row[6],
-        expires_at=row[7],
-        attempts=row[8],
-        max_attempts=row[9],
-        backoff=decode_backoff(row[10]),
-        lease_id=row[11],
-        lease_expires_at=row[12],
-        worker_id=row[14],
-        cancel_requested=bool(row[15]),
-        created_at=row[16],
-        started_at=row[17],
-        completed_at=row[18],
-        endpoint=row[19],
-        data=_any.decode(row[20]),
-        response_mode=ResponseMode(row[21]),
-        callback_url=row[22],
-        timeout_s=row[23],
-        custom_id=row[24],
-        batch_id=row[25],
-        metadata=None if metadata is None else _any.decode(metadata),
-        result=None if result is None else _result.decode(result),
-        error=None if error is None else _error.decode(error),
+    return Task(  # positional, in Task's field order
+        row[1],  # task_id
+        row[2],  # queue
+        row[3],  # level
+        row[19],  # endpoint
+        _any.decode(row[20]),  # data
+        STATUSES[row[4]],  # status
+        ResponseMode(row[21]),  # response_mode
+        row[22],  # callback_url
+        row[23],  # timeout_s
+        row[24],  # custom_id
+        row[25],  # batch_id
+        row[5],  # group
+        None if metadata is None else _any.decode(metadata),
+        row[8],  # attempts
+        row[9],  # max_attempts
+        decode_backoff(row[10]),
+        row[6],  # run_at
+        row[16],  # created_at
+        row[17],  # started_at
+        row[18],  # completed_at
+        row[7],  # expires_at
+        None if result is None else _result.decode(result),
+        None if error is None else _error.decode(error),
+        row[11],  # lease_id
+        row[14],  # worker_id
+        row[12],  # lease_expires_at
+        bool(row[15]),  # cancel_requested
     )
