@@ -34,6 +34,7 @@ ALIASES = {"memory": "memory://", "sqlite": "sqlite:///{dir}/bench.db"}
 SCENARIOS = ("bulk", "single", "take1", "take100", "latency")
 RESULT = TaskResult(status_code=200, body={"ok": True})
 WARMUP = 50
+SETTLE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,9 @@ class Latency(NamedTuple):
 async def latency(store: Store, s: Settings, depth: int) -> Latency:
     """One worker, one task at a time, with `depth` tasks kept queued: per-call times."""
     await fill(store, depth, s.batch, f"fill {depth:,}")
+    # Steady state, not the aftermath of the fill: let background work (SQLite's
+    # checkpoint of the fill's WAL) finish before the clock starts.
+    await asyncio.sleep(SETTLE_S)
     service, queues = store.service, [store.queue]
     refill = specs(store.queue, 1)[0]
     takes: list[float] = []

@@ -137,7 +137,8 @@ OLDEST_IN_GROUP = (
     "SELECT seq, task_id, grp FROM tasks"
     " WHERE status = 0 AND queue = ? AND level = ? AND grp = ? ORDER BY seq LIMIT ?"
 )
-ANY_RUNNING = "SELECT 1 FROM tasks WHERE queue = ? AND status = 2 LIMIT 1"
+# INDEXED BY where the planner, without statistics, would pick a scan (tests pin the plans)
+ANY_RUNNING = "SELECT 1 FROM tasks INDEXED BY ix_listing WHERE queue = ? AND status = 2 AND status >= 1 LIMIT 1"
 FIRST_GROUP = "SELECT min(grp) FROM tasks WHERE status = 0 AND queue = ? AND level = ?"
 NEXT_GROUP = "SELECT min(grp) FROM tasks WHERE status = 0 AND queue = ? AND level = ? AND grp > ?"
 
@@ -208,6 +209,7 @@ LIST_QUEUED = (
     " ORDER BY seq LIMIT ?"
 )
 LIST_BY_STATUS = (  # not for queued: see LIST_QUEUED
-    f"SELECT {TASK_COLUMNS} FROM tasks WHERE queue = ? AND status = ? AND seq > ?"
+    f"SELECT {TASK_COLUMNS} FROM tasks INDEXED BY ix_listing"
+    " WHERE queue = ? AND status = ? AND status >= 1 AND seq > ?"
     " ORDER BY seq LIMIT ?"
 )
