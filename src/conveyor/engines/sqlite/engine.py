@@ -11,6 +11,7 @@ import heapq
 import itertools
 import random
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import partial
@@ -310,13 +311,15 @@ class SqliteEngine:
             created = [True] * len(tasks)
         else:
             created = self._which_created(conn, tasks, before)
-        for task, fresh in zip(tasks, created, strict=True):
-            if fresh:
-                tx.moved(task.queue, task.level, None, task.status)
-                if task.status is TaskStatus.SCHEDULED:
-                    tx.due.append(task.run_at)
-                if task.expires_at is not None:
-                    tx.due.append(task.expires_at)
+        stored = [task for task, fresh in zip(tasks, created, strict=True) if fresh]
+        for (queue, level, status), n in Counter(
+            (t.queue, t.level, t.status) for t in stored
+        ).items():
+            tx.moved(queue, level, None, status, n)
+        due = [t.run_at for t in stored if t.status is TaskStatus.SCHEDULED]
+        due.extend(t.expires_at for t in stored if t.expires_at is not None)
+        if due:
+            tx.due.append(min(due))
         return created
 
     @staticmethod

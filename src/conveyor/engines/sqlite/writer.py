@@ -43,12 +43,14 @@ class Tx:
         self.work: set[str] = set()
         self.due: list[float] = []
 
-    def moved(self, queue: str, level: int, old: TaskStatus | None, new: TaskStatus | None) -> None:
-        """Record a task entering `new` from `old` (None: created or deleted)."""
+    def moved(
+        self, queue: str, level: int, old: TaskStatus | None, new: TaskStatus | None, n: int = 1
+    ) -> None:
+        """Record `n` tasks entering `new` from `old` (None: created or deleted)."""
         if old is not None:
-            self.delta[(queue, level, old)] -= 1
+            self.delta[(queue, level, old)] -= n
         if new is not None:
-            self.delta[(queue, level, new)] += 1
+            self.delta[(queue, level, new)] += n
             if new is TaskStatus.QUEUED:
                 self.work.add(queue)
 
