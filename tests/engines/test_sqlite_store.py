@@ -118,3 +118,14 @@ async def test_closed_engine_refuses_work(tmp_path: Path) -> None:
 def _error() -> TaskError:
 
     return TaskError(message="boom")
+
+
+async def test_one_engine_at_a_time_serves_a_file(tmp_path: Path) -> None:
+    first = SqliteEngine(tmp_path / "c.db")
+    await first.open()
+    with pytest.raises(EngineUnavailable, match="in use by another Conveyor process"):
+        await SqliteEngine(tmp_path / "c.db").open()
+    await first.close()
+    second = SqliteEngine(tmp_path / "c.db")
+    await second.open()  # the lock went with the first engine
+    await second.close()

@@ -43,6 +43,7 @@ from conveyor.engines.sqlite.queries import STATUS_CODES
 from conveyor.engines.sqlite.rows import Row, RowState, encode, to_task
 from conveyor.engines.sqlite.store import (
     Checkpointer,
+    FileLock,
     check_synchronous,
     connect_writer,
     flush_counts,
@@ -124,14 +125,23 @@ class SqliteEngine:
         self._notifier = LocalNotifier()
         self._writer: Writer | None = None
         self._checkpointer: Checkpointer | None = None
+        self._lock = FileLock(self._path)
 
     # ---- lifecycle ----
     async def open(self) -> None:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:
+            raise EngineUnavailable(f"cannot open the SQLite store {self._path}: {exc}") from exc
+        try:
             conn = connect_writer(self._path, self._synchronous)
         except (OSError, sqlite3.Error) as exc:
+            self._lock.release()
             raise EngineUnavailable(f"cannot open the SQLite store {self._path}: {exc}") from exc
+        except EngineUnavailable:
+            self._lock.release()
+            raise
         self._checkpointer = Checkpointer(self._path)
         self._checkpointer.start()
         self._writer = Writer(
@@ -155,6 +165,7 @@ class SqliteEngine:
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None
+        self._lock.release()
 
     async def ready(self) -> bool:
         try:

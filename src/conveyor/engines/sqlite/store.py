@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -27,6 +29,37 @@ def check_synchronous(value: str) -> str:
             param="synchronous",
         )
     return value.lower()
+
+
+class FileLock:
+    """An exclusive lock beside the database, so one process at a time serves the file.
+
+    The engine keeps exact mirrors of the file's counts in memory; a second process
+    writing the same file would make both wrong. The OS drops the lock when the holder
+    dies, even by SIGKILL.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path.with_name(path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise EngineUnavailable(
+                f"{self._path.with_suffix('')} is in use by another Conveyor process; one"
+                " process serves an SQLite file (use Redis or PostgreSQL to run several)"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 def _connect(path: Path) -> sqlite3.Connection:
