@@ -81,6 +81,15 @@ class SweepReport(msgspec.Struct, kw_only=True):
     purged: int = 0
     next_due_at: float | None = None
 
+    def lease_expired(self, status: TaskStatus) -> None:
+        """Count a task whose lease expired by where it went."""
+        if status is TaskStatus.QUEUED:
+            self.requeued += 1
+        elif status is TaskStatus.FAILED:
+            self.dead_lettered += 1
+        else:
+            self.cancelled += 1
+
 
 class WorkWatch(Protocol):
     """Interest in new work in some queues, registered before the take it guards."""

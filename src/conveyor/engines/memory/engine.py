@@ -337,12 +337,7 @@ class MemoryEngine:
             record = store.by_seq[store.leases[0][1]]
             outcome = lifecycle.lease_expired(record, now)
             self._apply(record, outcome)
-            if outcome.status is TaskStatus.QUEUED:
-                report.requeued += 1
-            elif outcome.status is TaskStatus.FAILED:
-                report.dead_lettered += 1
-            else:
-                report.cancelled += 1
+            report.lease_expired(outcome.status)
         report.purged = self._purge(now)
         report.next_due_at = store.next_due_at()
         self._notifier.swept(report.next_due_at)

@@ -408,20 +408,8 @@ class SqliteEngine:
         self, tx: Tx, state: RowState, outcome: lifecycle.Outcome, *, returning: bool = True
     ) -> Row:
         """Write an outcome: the lease ends and the task moves; the row if `returning`."""
-        row: Row = (
-            tx.conn.execute(
-                q.SETTLE if returning else q.SETTLE_QUIET,
-                (
-                    STATUS_CODES[outcome.status],
-                    outcome.run_at,
-                    outcome.completed_at,
-                    None if outcome.result is None else encode(outcome.result),
-                    None if outcome.error is None else encode(outcome.error),
-                    state.seq,
-                ),
-            ).fetchone()
-            or ()
-        )
+        sql = q.SETTLE if returning else q.SETTLE_QUIET
+        row: Row = tx.conn.execute(sql, _settle_args(state, outcome)).fetchone() or ()
         tx.moved(state.queue, state.level, state.status, outcome.status)
         if outcome.status is TaskStatus.SCHEDULED and outcome.run_at is not None:
             tx.due.append(outcome.run_at)
@@ -591,12 +579,7 @@ class SqliteEngine:
             state = RowState(row)
             outcome = lifecycle.lease_expired(state, now)
             self._settle(tx, state, outcome)
-            if outcome.status is TaskStatus.QUEUED:
-                report.requeued += 1
-            elif outcome.status is TaskStatus.FAILED:
-                report.dead_lettered += 1
-            else:
-                report.cancelled += 1
+            report.lease_expired(outcome.status)
         full |= len(lapsed) == SWEEP_BATCH
         for name, config in self._configs.items():
             purged = conn.execute(q.PURGE, (name, now - config.retention_s, SWEEP_BATCH)).fetchall()

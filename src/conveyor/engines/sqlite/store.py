@@ -122,8 +122,19 @@ def flush_counts(conn: sqlite3.Connection, changes: dict[CountKey, int]) -> None
         conn.execute(queries.DELETE_ZERO_COUNTS)
 
 
+RESTART_AFTER_FRAMES = 4096  # 16 MB of 4 KB pages
+
+
 class Checkpointer:
-    """Copies the WAL back into the database in its own thread, off the commit path."""
+    """Copies the WAL back into the database in its own thread, off the commit path.
+
+    A PASSIVE checkpoint never blocks the writer, but under a steady stream of commits it
+    never catches up either, and the WAL then grows without bound (and every read slows
+    down, consulting an ever larger WAL index). So when a PASSIVE pass leaves the WAL
+    longer than RESTART_AFTER_FRAMES, a RESTART follows: with most frames already copied
+    it holds the writer back only for the tail, then the WAL starts over from its
+    beginning (and `journal_size_limit` trims the file).
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -152,14 +163,18 @@ class Checkpointer:
                 self._wanted.clear()
                 if self._stopping:
                     break
-                # PASSIVE never blocks the writer; frames still in use wait for the next one
-                self._checkpoint(conn, "PASSIVE")
+                frames = self._checkpoint(conn, "PASSIVE")
+                if frames > RESTART_AFTER_FRAMES:
+                    self._checkpoint(conn, "RESTART")
             self._checkpoint(conn, "TRUNCATE")
         finally:
             conn.close()
 
-    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> None:
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> int:
+        """Run one checkpoint; the WAL's length in frames as it found it (0 on failure)."""
         try:
-            conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+            _busy, frames, _copied = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.Error as exc:
             log.warning("SQLite checkpoint (%s) failed, will retry: %s", mode, exc)
+            return 0
+        return int(frames)
