@@ -129,3 +129,23 @@ async def test_one_engine_at_a_time_serves_a_file(tmp_path: Path) -> None:
     second = SqliteEngine(tmp_path / "c.db")
     await second.open()  # the lock went with the first engine
     await second.close()
+
+
+async def test_wal_stays_bounded_under_steady_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # small thresholds so that a short run shows what hours of load would
+    monkeypatch.setattr("conveyor.engines.sqlite.store.RESTART_AFTER_FRAMES", 64)
+    monkeypatch.setattr("conveyor.engines.sqlite.writer.CHECKPOINT_EVERY_S", 0.0)
+    monkeypatch.setattr("conveyor.engines.sqlite.store.JOURNAL_SIZE_LIMIT", 1024 * 1024)
+    path = tmp_path / "c.db"
+    engine = SqliteEngine(path)
+    await engine.open()
+    service = TaskService(engine)
+    try:
+        for index in range(3_000):  # one commit each: without checkpoints, ~100 MB of WAL
+            await service.put(TaskSpec(queue="q", data={"index": index, "pad": "x" * 200}))
+        wal = path.with_name(path.name + "-wal")
+        assert wal.stat().st_size < 8 * 1024 * 1024
+    finally:
+        await engine.close()

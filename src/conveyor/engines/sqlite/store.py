@@ -79,7 +79,7 @@ def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
     # NORMAL: a commit survives the process being killed; FULL also survives power loss
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA wal_autocheckpoint = 0")
-    conn.execute("PRAGMA journal_size_limit = 67108864")
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     conn.execute("PRAGMA cache_size = -65536")
     conn.execute("PRAGMA temp_store = MEMORY")
     migrate(conn)
@@ -123,6 +123,7 @@ def flush_counts(conn: sqlite3.Connection, changes: dict[CountKey, int]) -> None
 
 
 RESTART_AFTER_FRAMES = 4096  # 16 MB of 4 KB pages
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # a WAL that restarts is trimmed to this
 
 
 class Checkpointer:
