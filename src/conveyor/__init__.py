@@ -20,6 +20,7 @@ from conveyor.errors import (
     InvalidTransition,
     LeaseLost,
     NotFound,
+    WaitTimeout,
 )
 from conveyor.service.maintenance import Sweeper
 from conveyor.service.tasks import TaskService
@@ -58,6 +59,7 @@ __all__ = [
     "TaskService",
     "TaskSpec",
     "TaskStatus",
+    "WaitTimeout",
     "__version__",
     "create_engine",
     "system_clock",

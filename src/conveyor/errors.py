@@ -7,6 +7,7 @@
     │   ├── IdempotencyConflict   same task id, other content
     │   ├── LeaseLost             stale, foreign or expired lease id
     │   └── InvalidTransition     the task is not in a state that allows it
+    ├── WaitTimeout           a blocking call's wait ran out (its task was cancelled)
     └── EngineUnavailable     the store cannot be reached or is closed
 
 The HTTP layer maps each class to a status once; the SDK maps it back.
@@ -60,6 +61,12 @@ class InvalidTransition(Conflict):
     """The task's state does not allow the operation."""
 
     code = "invalid_transition"
+
+
+class WaitTimeout(ConveyorError):
+    """A caller waited for a task's result longer than it allowed; the task was cancelled."""
+
+    code = "timeout"
 
 
 class EngineUnavailable(ConveyorError):

@@ -16,6 +16,7 @@ from conveyor.errors import (
     InvalidTransition,
     LeaseLost,
     NotFound,
+    WaitTimeout,
 )
 
 ALL = [
@@ -26,6 +27,7 @@ ALL = [
     IdempotencyConflict,
     LeaseLost,
     InvalidTransition,
+    WaitTimeout,
     EngineUnavailable,
 ]
 
@@ -34,6 +36,7 @@ PARENT = {
     NotFound: ConveyorError,
     Conflict: ConveyorError,
     EngineUnavailable: ConveyorError,
+    WaitTimeout: ConveyorError,
     IdempotencyConflict: Conflict,
     LeaseLost: Conflict,
     InvalidTransition: Conflict,

@@ -223,6 +223,10 @@ class Engine(Protocol):
         """Register interest in work arriving in `queues` (names, all levels)."""
         ...
 
+    def watch_task(self, task_id: str) -> AbstractAsyncContextManager[WorkWatch]:
+        """Register interest in one task reaching an end state (register before the put)."""
+        ...
+
     async def wait_for_due(self, timeout_s: float) -> None:
         """Return when something may fall due earlier than the last sweep said, or on timeout."""
         ...

@@ -32,6 +32,7 @@ class LocalNotifier:
 
     def __init__(self) -> None:
         self._watches: defaultdict[str, set[_Watch]] = defaultdict(set)
+        self._task_watches: defaultdict[str, set[_Watch]] = defaultdict(set)
         self._due = asyncio.Event()
         self._next_due_at: float | None = None
 
@@ -51,6 +52,28 @@ class LocalNotifier:
                     watchers.discard(watch)
                     if not watchers:
                         del self._watches[name]
+
+    @asynccontextmanager
+    async def watch_task(self, task_id: str) -> AsyncIterator[_Watch]:
+        """Register a watch on one task's end for the duration of the block."""
+        watch = _Watch()
+        self._task_watches[task_id].add(watch)
+        try:
+            yield watch
+        finally:
+            watchers = self._task_watches.get(task_id)
+            if watchers is not None:
+                watchers.discard(watch)
+                if not watchers:
+                    del self._task_watches[task_id]
+
+    def tasks_ended(self, task_ids: Iterable[str]) -> None:
+        """Wake every watch on any of `task_ids`."""
+        if not self._task_watches:
+            return
+        for task_id in task_ids:
+            for watch in self._task_watches.get(task_id, ()):
+                watch.wake()
 
     def work_arrived(self, queues: Iterable[str]) -> None:
         """Wake every watch on any of `queues`."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -33,7 +35,7 @@ from conveyor.domain.tasks import (
     validate_result,
 )
 from conveyor.engines.engine import Completion, Engine, Heartbeat, QueueStats, TakeRequest, TaskPage
-from conveyor.errors import ConveyorError, InvalidInput, NotFound
+from conveyor.errors import ConveyorError, InvalidInput, InvalidTransition, NotFound, WaitTimeout
 
 MAX_WAIT_S = 60.0
 MAX_LIST_LIMIT = 1_000
@@ -133,6 +135,39 @@ class TaskService:
         if not created:
             return await self._engine.get_task(new.task_id)
         return task_from_new(new, spec.data, spec.metadata)
+
+    async def run(self, spec: TaskSpec, wait_s: float) -> Task:
+        """Put a task and wait up to `wait_s` for it to end; return it ended.
+
+        On timeout, or if the caller goes away (the awaiting coroutine is cancelled), the
+        task is cancelled so that no worker spends effort on a result nobody will read;
+        a timeout then raises WaitTimeout.
+        """
+        (new,) = await self._build([spec], self._clock(), bulk=False)
+        deadline = time.monotonic() + wait_s
+        async with self._engine.watch_task(new.task_id) as watch:
+            await self._engine.put([new])  # an identical earlier put: wait for that task
+            try:
+                while True:
+                    task = await self._engine.get_task(new.task_id)
+                    remaining = deadline - time.monotonic()
+                    if task.status.finished or remaining <= 0:
+                        break
+                    await watch.wait(remaining)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._cancel_quietly(new.task_id))
+                raise
+        if not task.status.finished:
+            await self._cancel_quietly(new.task_id)
+            raise WaitTimeout(
+                f"task {new.task_id} did not finish within {wait_s:g} s; it was cancelled"
+            )
+        return task
+
+    async def _cancel_quietly(self, task_id: str) -> None:
+        # the task may have ended meanwhile: then there is nothing to cancel
+        with contextlib.suppress(InvalidTransition, NotFound):
+            await self._engine.cancel(task_id)
 
     async def put_many(self, specs: Sequence[TaskSpec]) -> list[str]:
         """Store all of `specs` or none; returns their task ids in order."""

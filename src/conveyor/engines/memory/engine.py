@@ -214,6 +214,8 @@ class MemoryEngine:
             self._notifier.work_arrived([record.queue])
         elif outcome.status is TaskStatus.SCHEDULED:
             self._notifier.due(record.run_at)
+        elif outcome.status.finished:
+            self._notifier.tasks_ended([record.task_id])
 
     async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
         self._check_open()
@@ -357,6 +359,9 @@ class MemoryEngine:
 
     def watch(self, queues: Sequence[str]) -> AbstractAsyncContextManager[WorkWatch]:
         return self._notifier.watch(queues)
+
+    def watch_task(self, task_id: str) -> AbstractAsyncContextManager[WorkWatch]:
+        return self._notifier.watch_task(task_id)
 
     async def wait_for_due(self, timeout_s: float) -> None:
         await self._notifier.wait_for_due(timeout_s)

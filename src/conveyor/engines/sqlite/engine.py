@@ -184,7 +184,9 @@ class SqliteEngine:
             raise EngineUnavailable("the SQLite engine is not open")
         return fn(self._writer.conn)
 
-    def _deliver(self, work: set[str], due: list[float]) -> None:
+    def _deliver(self, work: set[str], due: list[float], ended: list[str]) -> None:
+        if ended:
+            self._notifier.tasks_ended(ended)
         if work:
             self._notifier.work_arrived(work)
         if due:
@@ -401,6 +403,8 @@ class SqliteEngine:
         tx.conn.executemany(q.SETTLE_QUIET, [_settle_args(s, o) for s, o in writes])
         for state, outcome in writes:
             tx.moved(state.queue, state.level, state.status, outcome.status)
+            if outcome.status.finished:
+                tx.ended.append(state.task_id)
             if outcome.status is TaskStatus.SCHEDULED and outcome.run_at is not None:
                 tx.due.append(outcome.run_at)
 
@@ -413,6 +417,8 @@ class SqliteEngine:
         tx.moved(state.queue, state.level, state.status, outcome.status)
         if outcome.status is TaskStatus.SCHEDULED and outcome.run_at is not None:
             tx.due.append(outcome.run_at)
+        elif outcome.status.finished:
+            tx.ended.append(state.task_id)
         return row
 
     async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
@@ -598,6 +604,9 @@ class SqliteEngine:
 
     def watch(self, queues: Sequence[str]) -> AbstractAsyncContextManager[WorkWatch]:
         return self._notifier.watch(queues)
+
+    def watch_task(self, task_id: str) -> AbstractAsyncContextManager[WorkWatch]:
+        return self._notifier.watch_task(task_id)
 
     async def wait_for_due(self, timeout_s: float) -> None:
         await self._notifier.wait_for_due(timeout_s)

@@ -42,6 +42,7 @@ class Tx:
         self.delta: defaultdict[CountKey, int] = defaultdict(int)
         self.work: set[str] = set()
         self.due: list[float] = []
+        self.ended: list[str] = []
 
     def moved(
         self, queue: str, level: int, old: TaskStatus | None, new: TaskStatus | None, n: int = 1
@@ -61,7 +62,7 @@ class Tx:
 
 
 Op = Callable[[Tx], Any]
-Delivery = Callable[[set[str], list[float]], None]
+Delivery = Callable[[set[str], list[float], list[str]], None]
 
 
 class Writer:
@@ -123,6 +124,7 @@ class Writer:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         work: set[str] = set()
         due: list[float] = []
+        ended: list[str] = []
         pending = self.pending
         pending.clear()
         try:
@@ -143,6 +145,7 @@ class Writer:
                         pending[key] += change
                 work |= tx.work
                 due.extend(tx.due)
+                ended.extend(tx.ended)
                 outcomes.append((future, value, None))
             self._flush_counts(conn, {k: v for k, v in pending.items() if v})
             conn.execute("COMMIT")
@@ -153,7 +156,7 @@ class Writer:
             pending.clear()
             failure = EngineUnavailable(f"the SQLite store refused a write: {exc}")
             outcomes = [(future, None, failure) for _, future in batch]
-            work, due = set(), []
+            work, due, ended = set(), [], []
         counts = self.counts
         for key, change in pending.items():
             total = counts.get(key, 0) + change
@@ -169,4 +172,4 @@ class Writer:
                 future.set_result(value)
             else:
                 future.set_exception(error)
-        self._deliver(work, due)
+        self._deliver(work, due, ended)
