@@ -67,6 +67,10 @@ class TaskService:
         self._remember(stored)
         return stored
 
+    async def list_queues(self) -> list[QueueConfig]:
+        """Every queue, by name."""
+        return await self._engine.list_queues()
+
     async def queue_stats(self, name: str) -> QueueStats:
         """A queue's counts per level and state."""
         return await self._engine.queue_stats(validate_queue_name(name, "name"))

@@ -1,0 +1,113 @@
+"""The `conveyor` command."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from conveyor.errors import InvalidInput
+from conveyor.settings import DEFAULT_DATA_DIR, Settings, to_environment
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Conveyor: a task queue for AI workloads."
+)
+
+APP_FACTORY = "conveyor.http.app:app_from_environment"
+
+
+@app.callback()
+def conveyor() -> None:
+    """Conveyor: a task queue for AI workloads."""
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(envvar="CONVEYOR_HOST", help="Address to bind.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="CONVEYOR_PORT", help="Port to listen on.")] = 8080,
+    engine: Annotated[
+        str,
+        typer.Option(
+            envvar="CONVEYOR_ENGINE",
+            help="Engine URL: sqlite:///path/conveyor.db or memory://. Default: SQLite under --data-dir.",
+        ),
+    ] = "",
+    data_dir: Annotated[
+        str, typer.Option(envvar="CONVEYOR_DATA_DIR", help="Where the default SQLite store lives.")
+    ] = DEFAULT_DATA_DIR,
+    server: Annotated[
+        str, typer.Option(envvar="CONVEYOR_SERVER", help="HTTP server: granian or uvicorn.")
+    ] = "granian",
+    strict_queues: Annotated[
+        bool,
+        typer.Option(
+            envvar="CONVEYOR_STRICT_QUEUES", help="Refuse puts to queues not registered first."
+        ),
+    ] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            envvar="CONVEYOR_INSECURE",
+            help="Allow binding a non-loopback address without API keys.",
+        ),
+    ] = False,
+) -> None:
+    """Start the server (SQLite under ./conveyor-data unless --engine says otherwise)."""
+    settings = Settings(
+        host=host,
+        port=port,
+        engine=engine,
+        data_dir=data_dir,
+        server=server,
+        strict_queues=strict_queues,
+        insecure=insecure,
+    )
+    try:
+        settings.validated()
+    except InvalidInput as exc:
+        typer.echo(f"conveyor serve: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    os.environ.update(to_environment(settings))
+    typer.echo(
+        f"Conveyor serving http://{host}:{port} on {settings.engine_url} ({server})", err=True
+    )
+    if server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+        )
+        return
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    Granian(
+        APP_FACTORY,
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+        workers=1,
+        backlog=4096,
+        log_access=False,
+    ).serve()
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app(prog_name="conveyor")
+
+
+if __name__ == "__main__":
+    main()

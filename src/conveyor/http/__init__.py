@@ -1,0 +1,1 @@
+"""The HTTP API: nothing below this package knows about HTTP."""

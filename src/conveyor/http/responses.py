@@ -1,0 +1,39 @@
+"""Small helpers every route uses: read a body into a struct, answer with JSON."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from conveyor.http.wire import encoder
+from conveyor.service.tasks import TaskService
+from conveyor.settings import Settings
+
+T = TypeVar("T")
+
+
+async def read(request: Request, kind: type[T]) -> T:
+    """The request body decoded as `kind`; msgspec errors become 400s."""
+    body = await request.body()
+    if not body:
+        raise msgspec.ValidationError("the request has no JSON body")
+    return msgspec.json.decode(body, type=kind)
+
+
+def json(content: Any, status: int = 200) -> Response:
+    """A JSON response encoded with msgspec."""
+    return Response(encoder.encode(content), status_code=status, media_type="application/json")
+
+
+def service(request: Request) -> TaskService:
+    """The task service of the app that received `request`."""
+    tasks: TaskService = request.app.state.tasks
+    return tasks
+
+
+def settings(request: Request) -> Settings:
+    current: Settings = request.app.state.settings
+    return current

@@ -1,0 +1,104 @@
+"""Server settings: each has a `conveyor serve` flag and a CONVEYOR_* environment variable."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import msgspec
+
+from conveyor.errors import InvalidInput
+
+DEFAULT_DATA_DIR = "./conveyor-data"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """How one server process runs."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    engine: str = ""  # empty: SQLite under data_dir
+    data_dir: str = DEFAULT_DATA_DIR
+    server: str = "granian"  # or "uvicorn"
+    max_blocking_wait_s: float = 600.0
+    default_blocking_wait_s: float = 300.0
+    strict_queues: bool = False
+    insecure: bool = False
+
+    @property
+    def engine_url(self) -> str:
+        """The engine URL, SQLite under `data_dir` unless one was given."""
+        if self.engine:
+            return self.engine
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'conveyor.db'}"
+
+    def validated(self) -> Settings:
+        """Return self, or raise InvalidInput saying which setting to fix."""
+        if not 0 < self.port < 65536:
+            raise InvalidInput(f"port must be 1-65535, got {self.port}", param="port")
+        if self.server not in ("granian", "uvicorn"):
+            raise InvalidInput(
+                f"server must be granian or uvicorn, got {self.server!r}", param="server"
+            )
+        if not 0 < self.default_blocking_wait_s <= self.max_blocking_wait_s:
+            raise InvalidInput(
+                "the default blocking wait must be positive and at most the maximum",
+                param="default_blocking_wait_s",
+            )
+        if not self.insecure and not _is_loopback(self.host):
+            raise InvalidInput(
+                f"refusing to serve {self.host} without API keys; bind 127.0.0.1, or pass"
+                " --insecure (CONVEYOR_INSECURE=true) if something in front of Conveyor"
+                " authenticates",
+                param="host",
+            )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def from_environment(environ: dict[str, str] | None = None) -> Settings:
+    """Settings from CONVEYOR_* variables, defaults for the rest."""
+    env = os.environ if environ is None else environ
+    fields: dict[str, object] = {}
+    for field in Settings.__struct_fields__:
+        raw = env.get(f"CONVEYOR_{field.upper()}")
+        if raw is None:
+            continue
+        default = getattr(Settings(), field)
+        try:
+            if isinstance(default, bool):
+                fields[field] = raw.strip().lower() in _TRUE
+            elif isinstance(default, int):
+                fields[field] = int(raw)
+            elif isinstance(default, float):
+                fields[field] = float(raw)
+            else:
+                fields[field] = raw
+        except ValueError:
+            raise InvalidInput(
+                f"CONVEYOR_{field.upper()} must be a {type(default).__name__}, got {raw!r}",
+                param=field,
+            ) from None
+    return Settings(**fields)  # type: ignore[arg-type]
+
+
+def to_environment(settings: Settings) -> dict[str, str]:
+    """The CONVEYOR_* variables that reproduce `settings` in a server worker process."""
+    return {
+        f"CONVEYOR_{field.upper()}": str(getattr(settings, field)).lower()
+        if isinstance(getattr(settings, field), bool)
+        else str(getattr(settings, field))
+        for field in Settings.__struct_fields__
+    }
