@@ -12,6 +12,7 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
+from conveyor.domain.events import NewEvent, TaskEvent
 from conveyor.domain.queues import QueueConfig, QueueUpdate, Source
 from conveyor.domain.states import TaskStatus
 from conveyor.domain.strategies import Strategy
@@ -199,6 +200,19 @@ class Engine(Protocol):
         """Put a failed task back with fresh attempts. Raises NotFound, InvalidTransition."""
         ...
 
+    async def append_events(self, task_id: str, lease_id: str, events: Sequence[NewEvent]) -> int:
+        """Add events to a running task under its lease; the id of the last one.
+
+        Raises NotFound, LeaseLost. Wakes the task's watchers.
+        """
+        ...
+
+    async def list_events(
+        self, task_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[TaskEvent]:
+        """The task's events with ids above `after`, oldest first. Raises NotFound."""
+        ...
+
     async def get_task(self, task_id: str) -> Task:
         """The task. Raises NotFound."""
         ...
@@ -224,7 +238,7 @@ class Engine(Protocol):
         ...
 
     def watch_task(self, task_id: str) -> AbstractAsyncContextManager[WorkWatch]:
-        """Register interest in one task reaching an end state (register before the put)."""
+        """Register interest in one task's events and end (register before the put)."""
         ...
 
     async def wait_for_due(self, timeout_s: float) -> None:

@@ -55,7 +55,7 @@ class LocalNotifier:
 
     @asynccontextmanager
     async def watch_task(self, task_id: str) -> AsyncIterator[_Watch]:
-        """Register a watch on one task's end for the duration of the block."""
+        """Register a watch on one task's events and end for the duration of the block."""
         watch = _Watch()
         self._task_watches[task_id].add(watch)
         try:
@@ -67,8 +67,8 @@ class LocalNotifier:
                 if not watchers:
                     del self._task_watches[task_id]
 
-    def tasks_ended(self, task_ids: Iterable[str]) -> None:
-        """Wake every watch on any of `task_ids`."""
+    def tasks_changed(self, task_ids: Iterable[str]) -> None:
+        """Wake every watch on any of `task_ids` (they ended, or have new events)."""
         if not self._task_watches:
             return
         for task_id in task_ids:

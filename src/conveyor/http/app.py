@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 
 from conveyor.engines import create_engine
-from conveyor.http import openapi, ops, queues, tasks, workers
+from conveyor.http import events, openapi, ops, queues, tasks, workers
 from conveyor.http.errors import HANDLERS
 from conveyor.service.maintenance import Sweeper
 from conveyor.service.tasks import TaskService
 from conveyor.settings import Settings, from_environment
 
 # worker routes first: /v1/tasks/take must not be read as a task id
-ROUTES = [*workers.ROUTES, *tasks.ROUTES, *queues.ROUTES, *ops.ROUTES]
+ROUTES = [*workers.ROUTES, *events.ROUTES, *tasks.ROUTES, *queues.ROUTES, *ops.ROUTES]
 
 
 def create_app(settings: Settings) -> Starlette:

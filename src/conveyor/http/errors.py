@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import msgspec
 from starlette.exceptions import HTTPException
@@ -57,18 +58,60 @@ def status_of(exc: ConveyorError) -> tuple[int, str]:
     return 500, "server_error"
 
 
+# the domain names some durations after their unit; the wire names them as clients send them
+WIRE_NAMES = {
+    "lease_s": "process_timeout",
+    "retention_s": "retention",
+    "timeout_s": "timeout",
+    "delay_s": "delay",
+}
+_DOMAIN_NAME = re.compile(r"\b(" + "|".join(WIRE_NAMES) + r")$")
+
+
+def wire_names(message: str, param: str | None) -> tuple[str, str | None]:
+    """The message and param with a domain field name replaced by the name clients send.
+
+    Only an error about that very field is rewritten, and in its message only the first
+    mention, so that a queue or task id that happens to read `delay_s` is left alone.
+    """
+    if param is None or (found := _DOMAIN_NAME.search(param)) is None:
+        return message, param
+    domain, wire = found.group(1), WIRE_NAMES[found.group(1)]
+    return re.sub(rf"\b{domain}\b", wire, message, count=1), param[: found.start()] + wire
+
+
 async def conveyor_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConveyorError)
     status, kind = status_of(exc)
-    return error_response(status, exc.message, kind, param=exc.param, code=exc.code)
+    message, param = wire_names(exc.message, exc.param)
+    return error_response(status, message, kind, param=param, code=exc.code)
+
+
+_AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_FIELD = re.compile(r"(?:unknown|required) field `(?P<field>[^`]+)`")
+
+
+def validation_param(message: str) -> str | None:
+    """The field a msgspec error is about, as `a.b[0].c`, or None for the body as a whole.
+
+    msgspec says where ("Expected `int`, got `str` - at `$.size`"), and for an unknown or
+    missing field names the field apart from where its object is.
+    """
+    at = _AT.search(message)
+    path = at.group("path") if at else ""
+    field = _FIELD.search(message)
+    if field is not None:
+        path = f"{path}.{field.group('field')}" if path else field.group("field")
+    return path or None
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:
-    # msgspec says where: "Expected `int`, got `str` - at `$.size`"
     message = str(exc)
-    param = message.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in message else None
     return error_response(
-        400, f"invalid request body: {message}", "invalid_request_error", param=param
+        400,
+        f"invalid request body: {message}",
+        "invalid_request_error",
+        param=validation_param(message),
     )
 
 

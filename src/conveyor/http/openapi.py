@@ -22,6 +22,7 @@ REQUEST_BODIES: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("POST", "/v1/tasks/{task_id}/complete"): wire.CompleteBody,
     ("POST", "/v1/tasks/{task_id}/fail"): wire.FailBody,
     ("POST", "/v1/tasks/{task_id}/heartbeat"): wire.HeartbeatBody,
+    ("POST", "/v1/tasks/{task_id}/events"): wire.EventsBody,
 }
 
 ERROR_SCHEMA = {
@@ -44,6 +45,7 @@ ERROR_SCHEMA = {
 QUERY_PARAMETERS = {
     ("GET", "/v1/tasks"): ["queue", "status", "after", "limit"],
     ("DELETE", "/v1/queues/{name}"): ["force"],
+    ("GET", "/v1/tasks/{task_id}/events"): ["after"],
 }
 
 

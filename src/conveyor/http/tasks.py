@@ -12,6 +12,7 @@ from starlette.routing import Route
 from conveyor.domain.states import TaskStatus
 from conveyor.domain.tasks import ResponseMode, Task
 from conveyor.errors import InvalidInput
+from conveyor.http import sse
 from conveyor.http.errors import error_response
 from conveyor.http.responses import json, read, service, settings
 from conveyor.http.wire import BulkPutBody, PutBody, task_object
@@ -23,26 +24,31 @@ async def put(request: Request) -> Response:
     if body.response_mode is ResponseMode.BLOCKING:
         return await _blocking(request, body)
     if body.response_mode is ResponseMode.STREAMING:
-        return error_response(
-            501,
-            "response_mode streaming is not available yet; use blocking or callback",
-            "invalid_request_error",
-            param="response_mode",
-            code="not_implemented",
-        )
+        return await _streaming(request, body)
     task = await service(request).put(body.spec())
     return json(task_object(task), status=202)
 
 
-async def _blocking(request: Request, body: PutBody) -> Response:
+def _wait_s(request: Request, body: PutBody) -> float:
+    """How long a blocking or streaming put waits: its timeout, within the server's cap."""
     config = settings(request)
     wait_s = config.default_blocking_wait_s if body.timeout is None else body.timeout
     if not 0 < wait_s <= config.max_blocking_wait_s:
         raise InvalidInput(
             f"timeout must be more than 0 and at most {config.max_blocking_wait_s:g} seconds"
-            f" for a blocking put, got {wait_s:g}",
+            f" for a {body.response_mode} put, got {wait_s:g}",
             param="timeout",
         )
+    return wait_s
+
+
+async def _streaming(request: Request, body: PutBody) -> Response:
+    # bad input raises before the stream starts, as a 400
+    return sse.response(await service(request).stream(body.spec(), _wait_s(request, body)))
+
+
+async def _blocking(request: Request, body: PutBody) -> Response:
+    wait_s = _wait_s(request, body)
     run = asyncio.ensure_future(service(request).run(body.spec(), wait_s))
     gone = asyncio.ensure_future(_disconnected(request))
     try:

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from conveyor.domain.events import EventSpec
 from conveyor.domain.queues import QueueConfig, QueueUpdate
 from conveyor.domain.retry import Backoff
 from conveyor.domain.tasks import ResponseMode, Task, TaskError, TaskResult, TaskSpec
@@ -136,6 +137,11 @@ class FailBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class HeartbeatBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lease_id: str
     extend: float | None = None
+
+
+class EventsBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    lease_id: str
+    events: list[EventSpec]
 
 
 # ---- responses ----

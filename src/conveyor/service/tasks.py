@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import msgspec
 
 from conveyor.domain.clock import Clock, system_clock
+from conveyor.domain.events import EventSpec, TaskEvent, build_events
 from conveyor.domain.queues import (
     DEFAULT_MAX_LEVEL,
     QueueConfig,
@@ -36,6 +37,7 @@ from conveyor.domain.tasks import (
 )
 from conveyor.engines.engine import Completion, Engine, Heartbeat, QueueStats, TakeRequest, TaskPage
 from conveyor.errors import ConveyorError, InvalidInput, InvalidTransition, NotFound, WaitTimeout
+from conveyor.service.streams import follow
 
 MAX_WAIT_S = 60.0
 MAX_LIST_LIMIT = 1_000
@@ -167,6 +169,59 @@ class TaskService:
                 f"task {new.task_id} did not finish within {wait_s:g} s; it was cancelled"
             )
         return task
+
+    async def stream(self, spec: TaskSpec, wait_s: float) -> AsyncGenerator[TaskEvent | Task, None]:
+        """Check a task, and return the stream that puts it and yields its events, then it.
+
+        Bad input raises here, before any stream starts. A stream that stops early (the
+        caller went away) or runs past `wait_s` (WaitTimeout) cancels its task.
+        """
+        (new,) = await self._build([spec], self._clock(), bulk=False)
+        return self._put_and_follow(new, time.monotonic() + wait_s)
+
+    async def _put_and_follow(
+        self, new: NewTask, deadline: float
+    ) -> AsyncGenerator[TaskEvent | Task, None]:
+        async with self._engine.watch_task(new.task_id) as watch:
+            await self._engine.put([new])
+            ended = False
+            try:
+                async for item in follow(
+                    self._engine, new.task_id, watch, after=0, deadline=deadline
+                ):
+                    ended = isinstance(item, Task)
+                    yield item
+            finally:
+                if not ended:
+                    await asyncio.shield(self._cancel_quietly(new.task_id))
+
+    async def follow(
+        self, task_id: str, *, after: int = 0, wait_s: float
+    ) -> AsyncGenerator[TaskEvent | Task, None]:
+        """Check the task exists; return its events above `after` as they come, then it."""
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InvalidInput(
+                f"after must be an event id (0 or more), got {after!r}", param="after"
+            )
+        await self._engine.get_task(task_id)  # NotFound before any stream starts
+        return self._follow(task_id, after, time.monotonic() + wait_s)
+
+    async def _follow(
+        self, task_id: str, after: int, deadline: float
+    ) -> AsyncGenerator[TaskEvent | Task, None]:
+        async with self._engine.watch_task(task_id) as watch:
+            async for item in follow(self._engine, task_id, watch, after=after, deadline=deadline):
+                yield item
+
+    async def append_events(self, task_id: str, lease_id: str, events: Sequence[EventSpec]) -> int:
+        """Add a running task's events (progress, stream chunks); the id of the last one."""
+        return await self._engine.append_events(task_id, lease_id, build_events(events))
+
+    async def list_events(
+        self, task_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[TaskEvent]:
+        """A task's events so far, above `after`."""
+        return await self._engine.list_events(task_id, after=after, limit=limit)
 
     async def _cancel_quietly(self, task_id: str) -> None:
         # the task may have ended meanwhile: then there is nothing to cancel

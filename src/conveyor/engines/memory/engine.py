@@ -16,6 +16,7 @@ import msgspec
 
 from conveyor.domain import lifecycle
 from conveyor.domain.clock import Clock, system_clock
+from conveyor.domain.events import NewEvent, TaskEvent
 from conveyor.domain.ids import new_lease_id
 from conveyor.domain.queues import QueueConfig, QueueUpdate
 from conveyor.domain.states import TaskStatus
@@ -215,7 +216,7 @@ class MemoryEngine:
         elif outcome.status is TaskStatus.SCHEDULED:
             self._notifier.due(record.run_at)
         elif outcome.status.finished:
-            self._notifier.tasks_ended([record.task_id])
+            self._notifier.tasks_changed([record.task_id])
 
     async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
         self._check_open()
@@ -292,6 +293,25 @@ class MemoryEngine:
         record.error = None
         self._apply(record, outcome)
         return record.to_task()
+
+    async def append_events(self, task_id: str, lease_id: str, events: Sequence[NewEvent]) -> int:
+        self._check_open()
+        record = self._record(task_id)
+        now = self._clock()
+        lifecycle.check_lease(record, lease_id, now)
+        start = len(record.events)
+        record.events.extend(
+            TaskEvent(start + offset + 1, e.event, msgspec.json.decode(e.data_json), now)
+            for offset, e in enumerate(events)
+        )
+        self._notifier.tasks_changed([task_id])
+        return len(record.events)
+
+    async def list_events(
+        self, task_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[TaskEvent]:
+        self._check_open()
+        return self._record(task_id).events[after : after + limit]
 
     async def get_task(self, task_id: str) -> Task:
         self._check_open()

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from sortedcontainers import SortedDict, SortedList
 
+from conveyor.domain.events import TaskEvent
 from conveyor.domain.queues import Lane
 from conveyor.domain.retry import Backoff
 from conveyor.domain.states import FINISHED, TaskStatus
@@ -30,6 +31,7 @@ class Record:
         "data_json",
         "endpoint",
         "error",
+        "events",
         "expires_at",
         "fingerprint",
         "group",
@@ -82,6 +84,7 @@ class Record:
         self.lease_expires_at: float | None = None
         self.lease_s: float | None = None
         self.cancel_requested = False
+        self.events: list[TaskEvent] = []
 
     @property
     def lane(self) -> Lane:

@@ -22,6 +22,7 @@ import msgspec
 
 from conveyor.domain import lifecycle
 from conveyor.domain.clock import Clock, system_clock
+from conveyor.domain.events import NewEvent, TaskEvent
 from conveyor.domain.queues import Lane, QueueConfig, QueueUpdate
 from conveyor.domain.states import TaskStatus
 from conveyor.domain.strategies import Candidate, Rotation, select
@@ -40,7 +41,7 @@ from conveyor.engines.engine import (
 from conveyor.engines.notifier import LocalNotifier
 from conveyor.engines.sqlite import queries as q
 from conveyor.engines.sqlite.queries import STATUS_CODES
-from conveyor.engines.sqlite.rows import Row, RowState, encode, to_task
+from conveyor.engines.sqlite.rows import Row, RowState, decode_any, encode, to_task
 from conveyor.engines.sqlite.store import (
     Checkpointer,
     FileLock,
@@ -184,9 +185,9 @@ class SqliteEngine:
             raise EngineUnavailable("the SQLite engine is not open")
         return fn(self._writer.conn)
 
-    def _deliver(self, work: set[str], due: list[float], ended: list[str]) -> None:
-        if ended:
-            self._notifier.tasks_ended(ended)
+    def _deliver(self, work: set[str], due: list[float], changed: list[str]) -> None:
+        if changed:
+            self._notifier.tasks_changed(changed)
         if work:
             self._notifier.work_arrived(work)
         if due:
@@ -271,6 +272,7 @@ class SqliteEngine:
                 raise Conflict(
                     f"queue {name!r} has running tasks; pass force to obliterate it anyway"
                 )
+            tx.conn.execute(q.DELETE_QUEUE_EVENTS, (name,))
             deleted = tx.conn.execute(q.DELETE_QUEUE_TASKS, (name,)).rowcount
             for key in [k for k in {*tx.writer.counts, *tx.writer.pending} if k[0] == name]:
                 tx.delta[key] -= tx.count(key)
@@ -404,7 +406,7 @@ class SqliteEngine:
         for state, outcome in writes:
             tx.moved(state.queue, state.level, state.status, outcome.status)
             if outcome.status.finished:
-                tx.ended.append(state.task_id)
+                tx.changed.append(state.task_id)
             if outcome.status is TaskStatus.SCHEDULED and outcome.run_at is not None:
                 tx.due.append(outcome.run_at)
 
@@ -418,7 +420,7 @@ class SqliteEngine:
         if outcome.status is TaskStatus.SCHEDULED and outcome.run_at is not None:
             tx.due.append(outcome.run_at)
         elif outcome.status.finished:
-            tx.ended.append(state.task_id)
+            tx.changed.append(state.task_id)
         return row
 
     async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
@@ -521,6 +523,42 @@ class SqliteEngine:
 
         return to_task(await self._write(op))
 
+    async def append_events(self, task_id: str, lease_id: str, events: Sequence[NewEvent]) -> int:
+        def op(tx: Tx) -> int:
+            state = self._state(tx, task_id)
+            now = self._clock()
+            lifecycle.check_lease(state, lease_id, now)
+            last: int = tx.conn.execute(q.LAST_EVENT_ID, (state.seq,)).fetchone()[0]
+            tx.conn.executemany(
+                q.INSERT_EVENT,
+                [
+                    (state.seq, last + offset + 1, e.event, e.data_json, now)
+                    for offset, e in enumerate(events)
+                ],
+            )
+            tx.changed.append(task_id)
+            return last + len(events)
+
+        result: int = await self._write(op)
+        return result
+
+    async def list_events(
+        self, task_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[TaskEvent]:
+        def read(conn: sqlite3.Connection) -> list[TaskEvent]:
+            row = conn.execute(q.SELECT_SEQ, (task_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"task {task_id} does not exist")
+            return [
+                TaskEvent(event_id, event, decode_any(data), created_at)
+                for event_id, event, data, created_at in conn.execute(
+                    q.LIST_EVENTS, (row[0], after, limit)
+                )
+            ]
+
+        events: list[TaskEvent] = await self._read(read)
+        return events
+
     async def get_task(self, task_id: str) -> Task:
         row = await self._read(lambda conn: conn.execute(q.SELECT_TASK, (task_id,)).fetchone())
         if row is None:
@@ -589,8 +627,9 @@ class SqliteEngine:
         full |= len(lapsed) == SWEEP_BATCH
         for name, config in self._configs.items():
             purged = conn.execute(q.PURGE, (name, now - config.retention_s, SWEEP_BATCH)).fetchall()
-            for level, status in purged:
+            for _, level, status in purged:
                 tx.moved(name, level, q.STATUSES[status], None)
+            conn.executemany(q.DELETE_EVENTS, [(seq,) for seq, _, _ in purged])
             report.purged += len(purged)
             full |= len(purged) == SWEEP_BATCH
         times = [

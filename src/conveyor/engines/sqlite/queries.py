@@ -81,6 +81,15 @@ CREATE TABLE IF NOT EXISTS tasks (
     error BLOB
 );
 
+CREATE TABLE IF NOT EXISTS events (
+    task_seq INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (task_seq, event_id)
+) WITHOUT ROWID;
+
 CREATE INDEX IF NOT EXISTS ix_ready ON tasks (queue, level, seq) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS ix_ready_group ON tasks (queue, level, grp, seq) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS ix_scheduled ON tasks (run_at) WHERE status = 1;
@@ -119,6 +128,19 @@ ON CONFLICT (queue, level, status) DO UPDATE SET n = n + excluded.n
 DELETE_ZERO_COUNTS = "DELETE FROM counts WHERE n = 0"
 DELETE_QUEUE_COUNTS = "DELETE FROM counts WHERE queue = ?"
 DELETE_QUEUE_TASKS = "DELETE FROM tasks WHERE queue = ?"
+DELETE_QUEUE_EVENTS = "DELETE FROM events WHERE task_seq IN (SELECT seq FROM tasks WHERE queue = ?)"
+
+# ---- events ----
+LAST_EVENT_ID = "SELECT coalesce(max(event_id), 0) FROM events WHERE task_seq = ?"
+INSERT_EVENT = (
+    "INSERT INTO events (task_seq, event_id, event, data, created_at) VALUES (?, ?, ?, ?, ?)"
+)
+SELECT_SEQ = "SELECT seq FROM tasks WHERE task_id = ?"
+LIST_EVENTS = (
+    "SELECT event_id, event, data, created_at FROM events"
+    " WHERE task_seq = ? AND event_id > ? ORDER BY event_id LIMIT ?"
+)
+DELETE_EVENTS = "DELETE FROM events WHERE task_seq = ?"
 
 # ---- put ----
 INSERT_TASK = """
@@ -192,7 +214,7 @@ DELETE FROM tasks WHERE seq IN (
     SELECT seq FROM tasks WHERE queue = ? AND status >= 3 AND completed_at <= ?
     ORDER BY completed_at LIMIT ?
 )
-RETURNING level, status
+RETURNING seq, level, status
 """
 NEXT_RUN_AT = "SELECT min(run_at) FROM tasks WHERE status = 1"
 NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM tasks WHERE status = 2"

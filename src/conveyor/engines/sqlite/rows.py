@@ -17,6 +17,7 @@ _result = msgspec.json.Decoder(TaskResult)
 _error = msgspec.json.Decoder(TaskError)
 _any = msgspec.json.Decoder()
 encode = msgspec.json.Encoder().encode
+decode_any = _any.decode
 
 Row = tuple[Any, ...]
 

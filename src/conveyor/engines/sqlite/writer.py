@@ -42,7 +42,7 @@ class Tx:
         self.delta: defaultdict[CountKey, int] = defaultdict(int)
         self.work: set[str] = set()
         self.due: list[float] = []
-        self.ended: list[str] = []
+        self.changed: list[str] = []
 
     def moved(
         self, queue: str, level: int, old: TaskStatus | None, new: TaskStatus | None, n: int = 1
@@ -124,7 +124,7 @@ class Writer:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         work: set[str] = set()
         due: list[float] = []
-        ended: list[str] = []
+        changed: list[str] = []
         pending = self.pending
         pending.clear()
         try:
@@ -145,7 +145,7 @@ class Writer:
                         pending[key] += change
                 work |= tx.work
                 due.extend(tx.due)
-                ended.extend(tx.ended)
+                changed.extend(tx.changed)
                 outcomes.append((future, value, None))
             self._flush_counts(conn, {k: v for k, v in pending.items() if v})
             conn.execute("COMMIT")
@@ -156,7 +156,7 @@ class Writer:
             pending.clear()
             failure = EngineUnavailable(f"the SQLite store refused a write: {exc}")
             outcomes = [(future, None, failure) for _, future in batch]
-            work, due, ended = set(), [], []
+            work, due, changed = set(), [], []
         counts = self.counts
         for key, change in pending.items():
             total = counts.get(key, 0) + change
@@ -172,4 +172,4 @@ class Writer:
                 future.set_result(value)
             else:
                 future.set_exception(error)
-        self._deliver(work, due, ended)
+        self._deliver(work, due, changed)
