@@ -23,9 +23,9 @@ import msgspec
 from conveyor.domain import lifecycle
 from conveyor.domain.clock import Clock, system_clock
 from conveyor.domain.events import NewEvent, TaskEvent
-from conveyor.domain.queues import Lane, QueueConfig, QueueUpdate
+from conveyor.domain.queues import QueueConfig, QueueUpdate
 from conveyor.domain.states import TaskStatus
-from conveyor.domain.strategies import Candidate, Rotation, select
+from conveyor.domain.strategies import Rotation, select
 from conveyor.domain.tasks import NewTask, Task, TaskError, TaskResult
 from conveyor.engines.engine import (
     Completion,
@@ -40,8 +40,10 @@ from conveyor.engines.engine import (
 )
 from conveyor.engines.notifier import LocalNotifier
 from conveyor.engines.sqlite import queries as q
+from conveyor.engines.sqlite.lanes import Lanes
 from conveyor.engines.sqlite.queries import STATUS_CODES
 from conveyor.engines.sqlite.rows import Row, RowState, decode_any, encode, to_task
+from conveyor.engines.sqlite.settle import settle, settle_many, state_of, states
 from conveyor.engines.sqlite.store import (
     Checkpointer,
     FileLock,
@@ -50,6 +52,7 @@ from conveyor.engines.sqlite.store import (
     flush_counts,
     load_counts,
 )
+from conveyor.engines.sqlite.sweep import sweep
 from conveyor.engines.sqlite.writer import Tx, Writer
 from conveyor.errors import (
     Conflict,
@@ -61,48 +64,7 @@ from conveyor.errors import (
 )
 
 T = TypeVar("T")
-SWEEP_BATCH = 10_000
 _config = msgspec.json.Decoder(QueueConfig)
-
-
-def _settle_args(state: RowState, outcome: lifecycle.Outcome) -> tuple[object, ...]:
-    return (
-        STATUS_CODES[outcome.status],
-        outcome.run_at,
-        outcome.completed_at,
-        None if outcome.result is None else encode(outcome.result),
-        None if outcome.error is None else encode(outcome.error),
-        state.seq,
-    )
-
-
-class _Lanes:
-    """The LaneSource a strategy reads, inside the writer's transaction."""
-
-    def __init__(self, tx: Tx) -> None:
-        self._tx = tx
-        self._conn = tx.conn
-
-    def has_queued(self, lane: Lane) -> bool:
-        return self._tx.count((lane.queue, lane.level, TaskStatus.QUEUED)) > 0
-
-    def oldest(self, lane: Lane, limit: int, group: str | None = None) -> list[Candidate]:
-        if group is None:
-            rows = self._conn.execute(q.OLDEST, (lane.queue, lane.level, limit))
-        else:
-            rows = self._conn.execute(q.OLDEST_IN_GROUP, (lane.queue, lane.level, group, limit))
-        return [Candidate(seq, task_id, lane, grp) for seq, task_id, grp in rows]
-
-    def next_group(self, lane: Lane, after: str | None) -> str | None:
-        if after is None:
-            row = self._conn.execute(q.FIRST_GROUP, (lane.queue, lane.level)).fetchone()
-        else:
-            row = self._conn.execute(q.NEXT_GROUP, (lane.queue, lane.level, after)).fetchone()
-        group: str | None = row[0]
-        return group
-
-    def has_running(self, queue: str) -> bool:
-        return self._conn.execute(q.ANY_RUNNING, (queue,)).fetchone() is not None
 
 
 class SqliteEngine:
@@ -268,7 +230,7 @@ class SqliteEngine:
     async def obliterate_queue(self, name: str, *, force: bool = False) -> int:
         def op(tx: Tx) -> int:
             self._known(name)
-            if not force and _Lanes(tx).has_running(name):
+            if not force and Lanes(tx).has_running(name):
                 raise Conflict(
                     f"queue {name!r} has running tasks; pass force to obliterate it anyway"
                 )
@@ -370,7 +332,7 @@ class SqliteEngine:
             for s in request.sources
             if (config := self._configs.get(s.queue)) is not None and not config.paused
         ]
-        chosen = select(request.strategy, sources, request.size, _Lanes(tx), self._rotation)
+        chosen = select(request.strategy, sources, request.size, Lanes(tx), self._rotation)
         if not chosen:
             return []
         now = self._clock()
@@ -385,63 +347,23 @@ class SqliteEngine:
         tx.due.append(expires_at)
         return rows
 
-    def _state(self, tx: Tx, task_id: str) -> RowState:
-        row = tx.conn.execute(q.SELECT_STATE, (task_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"task {task_id} does not exist")
-        return RowState(row)
-
-    def _states(self, tx: Tx, task_ids: Sequence[str]) -> dict[str, RowState]:
-        """The current state of each of `task_ids` that exists."""
-        states: dict[str, RowState] = {}
-        for start in range(0, len(task_ids), 500):
-            chunk = task_ids[start : start + 500]
-            sql = q.SELECT_STATES.format(marks=",".join("?" * len(chunk)))
-            states.update((row[1], RowState(row)) for row in tx.conn.execute(sql, chunk))
-        return states
-
-    def _settle_many(self, tx: Tx, writes: Sequence[tuple[RowState, lifecycle.Outcome]]) -> None:
-        """Write many outcomes in one statement run."""
-        tx.conn.executemany(q.SETTLE_QUIET, [_settle_args(s, o) for s, o in writes])
-        for state, outcome in writes:
-            tx.moved(state.queue, state.level, state.status, outcome.status)
-            if outcome.status.finished:
-                tx.changed.append(state.task_id)
-            if outcome.status is TaskStatus.SCHEDULED and outcome.run_at is not None:
-                tx.due.append(outcome.run_at)
-
-    def _settle(
-        self, tx: Tx, state: RowState, outcome: lifecycle.Outcome, *, returning: bool = True
-    ) -> Row:
-        """Write an outcome: the lease ends and the task moves; the row if `returning`."""
-        sql = q.SETTLE if returning else q.SETTLE_QUIET
-        row: Row = tx.conn.execute(sql, _settle_args(state, outcome)).fetchone() or ()
-        tx.moved(state.queue, state.level, state.status, outcome.status)
-        if outcome.status is TaskStatus.SCHEDULED and outcome.run_at is not None:
-            tx.due.append(outcome.run_at)
-        elif outcome.status.finished:
-            tx.changed.append(state.task_id)
-        return row
-
     async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
         def op(tx: Tx) -> Row:
-            state = self._state(tx, task_id)
-            return self._settle(
-                tx, state, lifecycle.completed(state, lease_id, result, self._clock())
-            )
+            state = state_of(tx, task_id)
+            return settle(tx, state, lifecycle.completed(state, lease_id, result, self._clock()))
 
         return to_task(await self._write(op))
 
     async def complete_many(self, items: Sequence[Completion]) -> list[TaskStatus | ConveyorError]:
         def op(tx: Tx) -> list[TaskStatus | ConveyorError]:
             now = self._clock()
-            states = self._states(tx, [item.task_id for item in items])
+            current = states(tx, [item.task_id for item in items])
             settled: list[TaskStatus | ConveyorError] = []
             writes: list[tuple[RowState, lifecycle.Outcome]] = []
             for item in items:
                 # each item is decided before anything is written, so a refused one
                 # leaves nothing behind; a task named twice is settled by its first item
-                state = states.get(item.task_id)
+                state = current.get(item.task_id)
                 try:
                     if state is None:
                         raise NotFound(f"task {item.task_id} does not exist")
@@ -451,8 +373,8 @@ class SqliteEngine:
                     continue
                 writes.append((state, outcome))
                 settled.append(outcome.status)
-                states[item.task_id] = state.after(outcome.status)
-            self._settle_many(tx, writes)
+                current[item.task_id] = state.after(outcome.status)
+            settle_many(tx, writes)
             return settled
 
         result: list[TaskStatus | ConveyorError] = await self._write(op)
@@ -468,7 +390,7 @@ class SqliteEngine:
         retry_after_s: float | None = None,
     ) -> Task:
         def op(tx: Tx) -> Row:
-            state = self._state(tx, task_id)
+            state = state_of(tx, task_id)
             outcome = lifecycle.failed(
                 state,
                 lease_id,
@@ -478,7 +400,7 @@ class SqliteEngine:
                 now=self._clock(),
                 rng=self._rng,
             )
-            return self._settle(tx, state, outcome)
+            return settle(tx, state, outcome)
 
         return to_task(await self._write(op))
 
@@ -486,11 +408,11 @@ class SqliteEngine:
         self, task_id: str, lease_id: str, extend_s: float | None = None
     ) -> Heartbeat:
         def op(tx: Tx) -> Heartbeat:
-            state = self._state(tx, task_id)
+            state = state_of(tx, task_id)
             now = self._clock()
             outcome = lifecycle.heartbeat_cancels(state, lease_id, now)
             if outcome is not None:
-                self._settle(tx, state, outcome)
+                settle(tx, state, outcome)
                 return Heartbeat(lease_expires_at=None, cancelled=True)
             expires_at = now + (extend_s if extend_s is not None else (state.lease_s or 0.0))
             tx.conn.execute(q.EXTEND_LEASE, (expires_at, state.seq))
@@ -501,14 +423,14 @@ class SqliteEngine:
 
     async def cancel(self, task_id: str) -> Task:
         def op(tx: Tx) -> Row:
-            state = self._state(tx, task_id)
+            state = state_of(tx, task_id)
             action = lifecycle.cancel_action(state)
             if action is lifecycle.CancelAction.MARK:
                 row: Row = tx.conn.execute(q.MARK_CANCEL, (state.seq,)).fetchone()
                 return row
             if action is lifecycle.CancelAction.END:
                 outcome = lifecycle.Outcome(TaskStatus.CANCELLED, completed_at=self._clock())
-                return self._settle(tx, state, outcome)
+                return settle(tx, state, outcome)
             row = tx.conn.execute(q.SELECT_TASK, (task_id,)).fetchone()
             return row
 
@@ -516,16 +438,16 @@ class SqliteEngine:
 
     async def requeue(self, task_id: str) -> Task:
         def op(tx: Tx) -> Row:
-            state = self._state(tx, task_id)
+            state = state_of(tx, task_id)
             outcome = lifecycle.requeued(state, self._clock())
             tx.conn.execute(q.RESET_FOR_REQUEUE, (state.seq,))
-            return self._settle(tx, state, outcome)
+            return settle(tx, state, outcome)
 
         return to_task(await self._write(op))
 
     async def append_events(self, task_id: str, lease_id: str, events: Sequence[NewEvent]) -> int:
         def op(tx: Tx) -> int:
-            state = self._state(tx, task_id)
+            state = state_of(tx, task_id)
             now = self._clock()
             lifecycle.check_lease(state, lease_id, now)
             last: int = tx.conn.execute(q.LAST_EVENT_ID, (state.seq,)).fetchone()[0]
@@ -604,42 +526,7 @@ class SqliteEngine:
         return report
 
     def _sweep(self, tx: Tx) -> SweepReport:
-        now = self._clock()
-        conn = tx.conn
-        report = SweepReport()
-        full = False
-        promoted = conn.execute(q.PROMOTE, (now, SWEEP_BATCH)).fetchall()
-        for queue, level in promoted:
-            tx.moved(queue, level, TaskStatus.SCHEDULED, TaskStatus.QUEUED)
-        report.promoted = len(promoted)
-        full |= len(promoted) == SWEEP_BATCH
-        past = conn.execute(q.PAST_DEADLINE, (now, SWEEP_BATCH)).fetchall()
-        for row in past:
-            self._settle(tx, RowState(row), lifecycle.deadline_passed(now))
-        report.expired = len(past)
-        full |= len(past) == SWEEP_BATCH
-        lapsed = conn.execute(q.EXPIRED_LEASES, (now, SWEEP_BATCH)).fetchall()
-        for row in lapsed:
-            state = RowState(row)
-            outcome = lifecycle.lease_expired(state, now)
-            self._settle(tx, state, outcome)
-            report.lease_expired(outcome.status)
-        full |= len(lapsed) == SWEEP_BATCH
-        for name, config in self._configs.items():
-            purged = conn.execute(q.PURGE, (name, now - config.retention_s, SWEEP_BATCH)).fetchall()
-            for _, level, status in purged:
-                tx.moved(name, level, q.STATUSES[status], None)
-            conn.executemany(q.DELETE_EVENTS, [(seq,) for seq, _, _ in purged])
-            report.purged += len(purged)
-            full |= len(purged) == SWEEP_BATCH
-        times = [
-            row[0]
-            for sql in (q.NEXT_RUN_AT, q.NEXT_LEASE_EXPIRY, q.NEXT_DEADLINE)
-            if (row := conn.execute(sql).fetchone())[0] is not None
-        ]
-        # a sweep that hit its batch limit has more to do at once
-        report.next_due_at = now if full else (min(times) if times else None)
-        return report
+        return sweep(tx, self._clock(), self._configs)
 
     def watch(self, queues: Sequence[str]) -> AbstractAsyncContextManager[WorkWatch]:
         return self._notifier.watch(queues)
