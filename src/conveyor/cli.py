@@ -54,6 +54,13 @@ def serve(
             help="Allow binding a non-loopback address without API keys.",
         ),
     ] = False,
+    allow_private_callbacks: Annotated[
+        bool,
+        typer.Option(
+            envvar="CONVEYOR_ALLOW_PRIVATE_CALLBACKS",
+            help="Allow callback URLs on loopback, private or link-local addresses.",
+        ),
+    ] = False,
 ) -> None:
     """Start the server (SQLite under ./conveyor-data unless --engine says otherwise)."""
     settings = Settings(
@@ -64,6 +71,8 @@ def serve(
         server=server,
         strict_queues=strict_queues,
         insecure=insecure,
+        allow_private_callbacks=allow_private_callbacks,
+        callback_secret=os.environ.get("CONVEYOR_CALLBACK_SECRET", ""),
     )
     try:
         settings.validated()

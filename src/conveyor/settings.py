@@ -25,6 +25,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     default_blocking_wait_s: float = 300.0
     strict_queues: bool = False
     insecure: bool = False
+    callback_secret: str = ""  # empty: a random one per process (receivers cannot verify)
+    allow_private_callbacks: bool = False
 
     @property
     def engine_url(self) -> str:

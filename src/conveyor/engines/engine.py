@@ -38,6 +38,13 @@ class Completion(NamedTuple):
     result: TaskResult
 
 
+class DueCallback(NamedTuple):
+    """An ended task whose callback is owed, and which delivery attempt this is (from 1)."""
+
+    task: Task
+    attempt: int
+
+
 class Heartbeat(NamedTuple):
     """A heartbeat's answer: the new expiry, or `cancelled` when the task was cancelled."""
 
@@ -226,6 +233,23 @@ class Engine(Protocol):
         limit: int = 100,
     ) -> TaskPage:
         """Tasks of `queue` (in `status`, if given) in the order they were put, from `after`."""
+        ...
+
+    # callbacks (the outbox)
+    async def claim_callbacks(self, limit: int, hold_s: float) -> list[DueCallback]:
+        """Up to `limit` ended tasks whose callback is due, each held for `hold_s`.
+
+        A held callback is not handed out again until `hold_s` passes, so one server
+        delivers it; if that server dies, it falls due again.
+        """
+        ...
+
+    async def settle_callback(self, task_id: str, *, retry_at: float | None) -> None:
+        """Record a delivery: done or given up (`retry_at` None), or due again at `retry_at`."""
+        ...
+
+    async def wait_for_callbacks(self, timeout_s: float) -> None:
+        """Return when a callback may have fallen due, or after `timeout_s`."""
         ...
 
     # maintenance and waiting

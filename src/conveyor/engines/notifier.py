@@ -34,6 +34,7 @@ class LocalNotifier:
         self._watches: defaultdict[str, set[_Watch]] = defaultdict(set)
         self._task_watches: defaultdict[str, set[_Watch]] = defaultdict(set)
         self._due = asyncio.Event()
+        self._callbacks = asyncio.Event()
         self._next_due_at: float | None = None
 
     @asynccontextmanager
@@ -69,6 +70,7 @@ class LocalNotifier:
 
     def tasks_changed(self, task_ids: Iterable[str]) -> None:
         """Wake every watch on any of `task_ids` (they ended, or have new events)."""
+        self._callbacks.set()  # an ended task may owe a callback
         if not self._task_watches:
             return
         for task_id in task_ids:
@@ -90,6 +92,15 @@ class LocalNotifier:
     def swept(self, next_due_at: float | None) -> None:
         """Record when the sweep that just ran says the next thing falls due."""
         self._next_due_at = next_due_at
+
+    async def wait_for_callbacks(self, timeout_s: float) -> None:
+        """Return when a task may have ended with a callback owed, or after `timeout_s`."""
+        try:
+            await asyncio.wait_for(self._callbacks.wait(), max(timeout_s, 0.0))
+        except TimeoutError:
+            return
+        finally:
+            self._callbacks.clear()
 
     async def wait_for_due(self, timeout_s: float) -> None:
         """Return when `due` reports an earlier time, or after `timeout_s`."""

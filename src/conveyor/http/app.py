@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,9 +12,12 @@ from starlette.applications import Starlette
 from conveyor.engines import create_engine
 from conveyor.http import events, openapi, ops, queues, tasks, workers
 from conveyor.http.errors import HANDLERS
+from conveyor.service.callbacks import CallbackDispatcher, CallbackPolicy
 from conveyor.service.maintenance import Sweeper
 from conveyor.service.tasks import TaskService
 from conveyor.settings import Settings, from_environment
+
+log = logging.getLogger(__name__)
 
 # worker routes first: /v1/tasks/take must not be read as a task id
 ROUTES = [*workers.ROUTES, *events.ROUTES, *tasks.ROUTES, *queues.ROUTES, *ops.ROUTES]
@@ -25,11 +30,17 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = create_engine(settings.engine_url)
         await engine.open()
+        policy = CallbackPolicy(allow_private=settings.allow_private_callbacks)
         try:
             app.state.engine = engine
-            app.state.tasks = TaskService(engine, strict=settings.strict_queues)
-            # the sweeper stops before the engine closes
-            async with Sweeper(engine):
+            app.state.tasks = TaskService(
+                engine, strict=settings.strict_queues, callback_policy=policy
+            )
+            # sweeper and dispatcher stop before the engine closes
+            async with (
+                Sweeper(engine),
+                CallbackDispatcher(engine, secret=_secret(settings), policy=policy),
+            ):
                 yield
         finally:
             await engine.close()
@@ -38,6 +49,16 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.openapi = openapi.build(ROUTES)
     return app
+
+
+def _secret(settings: Settings) -> bytes:
+    if settings.callback_secret:
+        return settings.callback_secret.encode()
+    log.warning(
+        "no CONVEYOR_CALLBACK_SECRET set: callbacks are signed with a key that changes at"
+        " every start, so receivers cannot verify them"
+    )
+    return secrets.token_bytes(32)
 
 
 def app_from_environment() -> Starlette:

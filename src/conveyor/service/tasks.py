@@ -37,6 +37,7 @@ from conveyor.domain.tasks import (
 )
 from conveyor.engines.engine import Completion, Engine, Heartbeat, QueueStats, TakeRequest, TaskPage
 from conveyor.errors import ConveyorError, InvalidInput, InvalidTransition, NotFound, WaitTimeout
+from conveyor.service.callbacks import CallbackPolicy
 from conveyor.service.streams import follow
 
 MAX_WAIT_S = 60.0
@@ -48,10 +49,18 @@ TAKE_REQUEST_CACHE = 1024
 class TaskService:
     """Queues and tasks over one engine, with every input checked before it is stored."""
 
-    def __init__(self, engine: Engine, *, clock: Clock = system_clock, strict: bool = False):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock = system_clock,
+        strict: bool = False,
+        callback_policy: CallbackPolicy | None = None,
+    ):
         self._engine = engine
         self._clock = clock
         self._strict = strict
+        self._callback_policy = callback_policy or CallbackPolicy(allow_private=True)
         self._queues: dict[str, tuple[float, QueueConfig]] = {}
         # a worker repeats the same take; its resolved form is kept as long as the configs
         self._take_requests: dict[tuple[object, ...], tuple[float, TakeRequest]] = {}
@@ -125,6 +134,16 @@ class TaskService:
                     raise
                 param = f"tasks[{index}].{exc.param}" if exc.param else f"tasks[{index}]"
                 raise InvalidInput(f"tasks[{index}]: {exc.message}", param=param) from None
+        for url in {new.callback_url for new in built if new.callback_url is not None}:
+            try:
+                await self._callback_policy.check(url)
+            except InvalidInput as exc:
+                index = next(i for i, new in enumerate(built) if new.callback_url == url)
+                if not bulk:
+                    raise
+                raise InvalidInput(
+                    f"tasks[{index}]: {exc.message}", param=f"tasks[{index}].callback_url"
+                ) from None
         raced = False
         for name in unknown:
             stored = await self._engine.register_queue(QueueConfig(name=name), replace=False)

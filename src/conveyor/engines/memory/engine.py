@@ -24,6 +24,7 @@ from conveyor.domain.strategies import Rotation, select
 from conveyor.domain.tasks import NewTask, Task, TaskError, TaskResult
 from conveyor.engines.engine import (
     Completion,
+    DueCallback,
     Heartbeat,
     LevelStats,
     QueueStats,
@@ -217,6 +218,10 @@ class MemoryEngine:
             self._notifier.due(record.run_at)
         elif outcome.status.finished:
             self._notifier.tasks_changed([record.task_id])
+        # the outbox: a task with a callback URL owes one when it ends
+        owed = outcome.completed_at if record.callback_url and outcome.status.finished else None
+        record.callback_attempts = 0
+        self._store.owe_callback(record, owed)
 
     async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
         self._check_open()
@@ -339,6 +344,28 @@ class MemoryEngine:
         page = [self._store.by_seq[seq].to_task() for seq in seqs[:limit]]
         cursor = str(seqs[limit - 1]) if len(seqs) > limit else None
         return TaskPage(tasks=page, next_cursor=cursor)
+
+    # ---- callbacks ----
+    async def claim_callbacks(self, limit: int, hold_s: float) -> list[DueCallback]:
+        self._check_open()
+        now = self._clock()
+        store = self._store
+        claimed: list[DueCallback] = []
+        while store.callbacks and store.callbacks[0][0] <= now and len(claimed) < limit:
+            record = store.by_seq[store.callbacks[0][1]]
+            store.owe_callback(record, now + hold_s)
+            record.callback_attempts += 1
+            claimed.append(DueCallback(record.to_task(), record.callback_attempts))
+        return claimed
+
+    async def settle_callback(self, task_id: str, *, retry_at: float | None) -> None:
+        self._check_open()
+        record = self._store.by_id.get(task_id)
+        if record is not None and record.callback_due_at is not None:
+            self._store.owe_callback(record, retry_at)
+
+    async def wait_for_callbacks(self, timeout_s: float) -> None:
+        await self._notifier.wait_for_callbacks(timeout_s)
 
     # ---- maintenance ----
     async def sweep(self) -> SweepReport:

@@ -23,6 +23,8 @@ class Record:
         "attempts",
         "backoff",
         "batch_id",
+        "callback_attempts",
+        "callback_due_at",
         "callback_url",
         "cancel_requested",
         "completed_at",
@@ -85,6 +87,8 @@ class Record:
         self.lease_s: float | None = None
         self.cancel_requested = False
         self.events: list[TaskEvent] = []
+        self.callback_due_at: float | None = None
+        self.callback_attempts = 0
 
     @property
     def lane(self) -> Lane:
@@ -140,6 +144,7 @@ class Store:
         self.leases = SortedList()  # (lease_expires_at, seq)
         self.deadlines = SortedList()  # (expires_at, seq) of unfinished tasks
         self.finished: defaultdict[str, SortedList] = defaultdict(SortedList)  # (completed_at, seq)
+        self.callbacks = SortedList()  # (callback_due_at, seq) of callbacks owed
         self.by_status: defaultdict[tuple[str, TaskStatus], SortedList] = defaultdict(SortedList)
         self.counts: defaultdict[tuple[str, int, TaskStatus], int] = defaultdict(int)
 
@@ -174,6 +179,7 @@ class Store:
         return record
 
     def delete(self, record: Record) -> None:
+        self.owe_callback(record, None)
         self._leave(record)
         del self.by_id[record.task_id]
         del self.by_seq[record.seq]
@@ -227,6 +233,14 @@ class Store:
             self.finished[r.queue].remove((r.completed_at, r.seq))
         elif r.expires_at is not None:
             self.deadlines.remove((r.expires_at, r.seq))
+
+    def owe_callback(self, record: Record, due_at: float | None) -> None:
+        """Set when the record's callback is due (None: none owed)."""
+        if record.callback_due_at is not None:
+            self.callbacks.remove((record.callback_due_at, record.seq))
+        record.callback_due_at = due_at
+        if due_at is not None:
+            self.callbacks.add((due_at, record.seq))
 
     def extend_lease(self, record: Record, expires_at: float) -> None:
         self.leases.remove((record.lease_expires_at, record.seq))

@@ -29,6 +29,7 @@ from conveyor.domain.strategies import Rotation, select
 from conveyor.domain.tasks import NewTask, Task, TaskError, TaskResult
 from conveyor.engines.engine import (
     Completion,
+    DueCallback,
     Heartbeat,
     LevelStats,
     QueueStats,
@@ -518,6 +519,29 @@ class SqliteEngine:
         rows = await self._read(read)
         cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
         return TaskPage(tasks=[to_task(row) for row in rows[:limit]], next_cursor=cursor)
+
+    # ---- callbacks ----
+    async def claim_callbacks(self, limit: int, hold_s: float) -> list[DueCallback]:
+        def op(tx: Tx) -> list[Row]:
+            now = self._clock()
+            rows: list[Row] = tx.conn.execute(
+                q.CLAIM_CALLBACKS, (now + hold_s, now, limit)
+            ).fetchall()
+            return rows
+
+        rows: list[Row] = await self._write(op)
+        return [DueCallback(to_task(row[1:]), row[0]) for row in rows]
+
+    async def settle_callback(self, task_id: str, *, retry_at: float | None) -> None:
+        def op(tx: Tx) -> None:
+            tx.conn.execute(q.SETTLE_CALLBACK, (retry_at, task_id))
+            if retry_at is not None:
+                tx.changed.append(task_id)
+
+        await self._write(op)
+
+    async def wait_for_callbacks(self, timeout_s: float) -> None:
+        await self._notifier.wait_for_callbacks(timeout_s)
 
     # ---- maintenance ----
     async def sweep(self) -> SweepReport:

@@ -10,6 +10,7 @@ every hot query uses stay small. Each index serves one question:
   ix_listing        a queue's tasks by state in put order (list_tasks); queued tasks are
                     listed through ix_ready instead, so that a put maintains one index fewer
   ix_finished       a queue's finished tasks by end time (retention)
+  ix_callbacks      ended tasks whose callback is owed, by due time (the outbox)
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     batch_id TEXT,
     metadata BLOB,
     result BLOB,
-    error BLOB
+    error BLOB,
+    callback_due_at REAL,
+    callback_attempts INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS events (
@@ -97,6 +100,8 @@ CREATE INDEX IF NOT EXISTS ix_leases ON tasks (lease_expires_at) WHERE status = 
 CREATE INDEX IF NOT EXISTS ix_deadlines ON tasks (expires_at)
     WHERE expires_at IS NOT NULL AND status IN (0, 1, 2);
 CREATE INDEX IF NOT EXISTS ix_listing ON tasks (queue, status, seq) WHERE status >= 1;
+CREATE INDEX IF NOT EXISTS ix_callbacks ON tasks (callback_due_at)
+    WHERE callback_due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ix_finished ON tasks (queue, completed_at) WHERE status >= 3;
 """
 
@@ -176,22 +181,34 @@ RETURNING {TASK_COLUMNS}
 SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?"
 SELECT_STATE = f"SELECT {STATE_COLUMNS} FROM tasks WHERE task_id = ?"
 SELECT_STATES = f"SELECT {STATE_COLUMNS} FROM tasks WHERE task_id IN ({{marks}})"
-SETTLE_QUIET = """
+# the callback falls due when a task with a callback URL ends (the outbox)
+_SETTLE = """
 UPDATE tasks SET status = ?, run_at = coalesce(?, run_at), completed_at = ?,
     result = coalesce(?, result), error = coalesce(?, error),
-    lease_id = NULL, lease_expires_at = NULL, lease_s = NULL
+    lease_id = NULL, lease_expires_at = NULL, lease_s = NULL,
+    callback_due_at = CASE WHEN callback_url IS NULL THEN NULL ELSE ? END,
+    callback_attempts = 0
 WHERE seq = ?
 """
-SETTLE = f"""
-UPDATE tasks SET status = ?, run_at = coalesce(?, run_at), completed_at = ?,
-    result = coalesce(?, result), error = coalesce(?, error),
-    lease_id = NULL, lease_expires_at = NULL, lease_s = NULL
-WHERE seq = ?
-RETURNING {TASK_COLUMNS}
-"""
+SETTLE_QUIET = _SETTLE
+SETTLE = f"{_SETTLE}RETURNING {TASK_COLUMNS}"
 EXTEND_LEASE = "UPDATE tasks SET lease_expires_at = ? WHERE seq = ?"
 MARK_CANCEL = f"UPDATE tasks SET cancel_requested = 1 WHERE seq = ? RETURNING {TASK_COLUMNS}"
 RESET_FOR_REQUEUE = "UPDATE tasks SET attempts = 0, error = NULL WHERE seq = ?"
+
+# ---- callbacks ----
+CLAIM_CALLBACKS = f"""
+UPDATE tasks SET callback_due_at = ?, callback_attempts = callback_attempts + 1
+WHERE seq IN (
+    SELECT seq FROM tasks WHERE callback_due_at IS NOT NULL AND callback_due_at <= ?
+    ORDER BY callback_due_at LIMIT ?
+)
+RETURNING callback_attempts, {TASK_COLUMNS}
+"""
+SETTLE_CALLBACK = (
+    "UPDATE tasks SET callback_due_at = ? WHERE task_id = ? AND callback_due_at IS NOT NULL"
+)
+NEXT_CALLBACK = "SELECT min(callback_due_at) FROM tasks WHERE callback_due_at IS NOT NULL"
 
 # ---- sweep ----
 PROMOTE = """
