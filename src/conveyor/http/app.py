@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 
 from conveyor.engines import create_engine
-from conveyor.http import events, openapi, ops, queues, tasks, workers
+from conveyor.http import bella, events, openapi, ops, queues, tasks, workers
 from conveyor.http.errors import HANDLERS
 from conveyor.service.callbacks import CallbackDispatcher, CallbackPolicy
 from conveyor.service.maintenance import Sweeper
@@ -20,7 +20,14 @@ from conveyor.settings import Settings, from_environment
 log = logging.getLogger(__name__)
 
 # worker routes first: /v1/tasks/take must not be read as a task id
-ROUTES = [*workers.ROUTES, *events.ROUTES, *tasks.ROUTES, *queues.ROUTES, *ops.ROUTES]
+ROUTES = [
+    *workers.ROUTES,
+    *events.ROUTES,
+    *tasks.ROUTES,
+    *queues.ROUTES,
+    *bella.ROUTES,
+    *ops.ROUTES,
+]
 
 
 def create_app(settings: Settings) -> Starlette:

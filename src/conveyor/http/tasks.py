@@ -22,9 +22,9 @@ from conveyor.http.wire import encoder as _encoder
 async def put(request: Request) -> Response:
     body = await read(request, PutBody)
     if body.response_mode is ResponseMode.BLOCKING:
-        return await _blocking(request, body)
+        return await blocking(request, body)
     if body.response_mode is ResponseMode.STREAMING:
-        return await _streaming(request, body)
+        return await streaming(request, body)
     task = await service(request).put(body.spec())
     return json(task_object(task), status=202)
 
@@ -42,12 +42,14 @@ def _wait_s(request: Request, body: PutBody) -> float:
     return wait_s
 
 
-async def _streaming(request: Request, body: PutBody) -> Response:
+async def streaming(request: Request, body: PutBody) -> Response:
+    """Answer with the task's events as SSE, then its result."""
     # bad input raises before the stream starts, as a 400
     return sse.response(await service(request).stream(body.spec(), _wait_s(request, body)))
 
 
-async def _blocking(request: Request, body: PutBody) -> Response:
+async def blocking(request: Request, body: PutBody) -> Response:
+    """Answer with the worker's result once the task ends (408 and cancelled on timeout)."""
     wait_s = _wait_s(request, body)
     run = asyncio.ensure_future(service(request).run(body.spec(), wait_s))
     gone = asyncio.ensure_future(_disconnected(request))

@@ -339,6 +339,16 @@ class TaskService:
         """Record a task's result."""
         return await self._engine.complete(task_id, lease_id, validate_result(result))
 
+    async def complete_running(self, task_id: str, result: TaskResult) -> Task:
+        """Complete a running task under whatever lease it holds (for Bella-Queue workers,
+        whose complete carries no lease id). Raises InvalidTransition unless it runs."""
+        task = await self._engine.get_task(task_id)
+        if task.lease_id is None:
+            raise InvalidTransition(
+                f"task {task_id} is {task.status}; only a running task completes"
+            )
+        return await self.complete(task_id, task.lease_id, result)
+
     async def complete_many(self, items: Sequence[Completion]) -> list[TaskStatus | ConveyorError]:
         """Record many results at once; per item the task's end status or the refusal."""
         for item in items:
