@@ -30,12 +30,12 @@ async def test_each_item_is_settled_or_refused_alone(
             Completion(d.task_id, lease_of(d), OK),
         ]
     )
-    assert outcomes[0] is TaskStatus.SUCCEEDED
+    assert getattr(outcomes[0], "status", None) is TaskStatus.SUCCEEDED
     assert isinstance(outcomes[1], LeaseLost)
     assert isinstance(outcomes[2], NotFound)
-    assert outcomes[3] is TaskStatus.SUCCEEDED
+    assert getattr(outcomes[3], "status", None) is TaskStatus.SUCCEEDED
     assert isinstance(outcomes[4], LeaseLost)
-    assert outcomes[5] is TaskStatus.CANCELLED
+    assert getattr(outcomes[5], "status", None) is TaskStatus.CANCELLED
 
     assert (await clocked_engine.get_task(a.task_id)).result == OK
     untouched = await clocked_engine.get_task(b.task_id)
@@ -68,7 +68,9 @@ async def test_concurrent_batches_with_one_lease_settle_once(
     items = [Completion(t.task_id, lease_of(t), OK) for t in tasks]
     results = await asyncio.gather(*(service.complete_many(items) for _ in range(5)))
     for index in range(10):
-        wins = [r[index] for r in results if r[index] is TaskStatus.SUCCEEDED]
+        wins = [
+            r[index] for r in results if getattr(r[index], "status", None) is TaskStatus.SUCCEEDED
+        ]
         losses = [r[index] for r in results if isinstance(r[index], LeaseLost)]
         assert (len(wins), len(losses)) == (1, 4)
     stats = await service.queue_stats("q")

@@ -38,6 +38,13 @@ class Completion(NamedTuple):
     result: TaskResult
 
 
+class Settled(NamedTuple):
+    """A completion that took effect: the task's queue and the state it ended in."""
+
+    queue: str
+    status: TaskStatus
+
+
 class DueCallback(NamedTuple):
     """An ended task whose callback is owed, and which delivery attempt this is (from 1)."""
 
@@ -168,11 +175,11 @@ class Engine(Protocol):
         """
         ...
 
-    async def complete_many(self, items: Sequence[Completion]) -> list[TaskStatus | ConveyorError]:
+    async def complete_many(self, items: Sequence[Completion]) -> list[Settled | ConveyorError]:
         """Complete each item on its own terms, in one round trip.
 
-        Per item: the status the task ended in, or the NotFound or LeaseLost that refused
-        it (refusing one changes nothing for the others).
+        Per item: where the task ended (queue and status), or the NotFound or LeaseLost that
+        refused it (refusing one changes nothing for the others).
         """
         ...
 

@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
 
 from conveyor.engines import create_engine
 from conveyor.http import bella, events, openapi, ops, queues, tasks, workers
 from conveyor.http.errors import HANDLERS
+from conveyor.http.metrics import LatencyMiddleware, Metrics, scrape
 from conveyor.service.callbacks import CallbackDispatcher, CallbackPolicy
 from conveyor.service.maintenance import Sweeper
 from conveyor.service.tasks import TaskService
@@ -27,6 +30,7 @@ ROUTES = [
     *queues.ROUTES,
     *bella.ROUTES,
     *ops.ROUTES,
+    Route("/metrics", scrape, methods=["GET"]),
 ]
 
 
@@ -46,13 +50,21 @@ def create_app(settings: Settings) -> Starlette:
             # sweeper and dispatcher stop before the engine closes
             async with (
                 Sweeper(engine),
-                CallbackDispatcher(engine, secret=_secret(settings), policy=policy),
+                CallbackDispatcher(engine, secret=_secret(settings), policy=policy) as dispatcher,
             ):
+                app.state.dispatcher = dispatcher
                 yield
         finally:
             await engine.close()
 
-    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+    metrics = Metrics()
+    app = Starlette(
+        routes=ROUTES,
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+        middleware=[Middleware(LatencyMiddleware, metrics=metrics)],
+    )
+    app.state.metrics = metrics
     app.state.settings = settings
     app.state.openapi = openapi.build(ROUTES)
     return app

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+from prometheus_client import Gauge
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor.domain.events import TaskEvent
 from conveyor.domain.states import TaskStatus
 from conveyor.domain.tasks import ResponseMode, Task
 from conveyor.errors import InvalidInput
 from conveyor.http import sse
 from conveyor.http.errors import error_response
+from conveyor.http.metrics import metrics_of
 from conveyor.http.responses import json, read, service, settings
 from conveyor.http.wire import BulkPutBody, PutBody, task_object
 from conveyor.http.wire import encoder as _encoder
@@ -26,6 +30,7 @@ async def put(request: Request) -> Response:
     if body.response_mode is ResponseMode.STREAMING:
         return await streaming(request, body)
     task = await service(request).put(body.spec())
+    metrics_of(request).put.labels(task.queue).inc()
     return json(task_object(task), status=202)
 
 
@@ -45,12 +50,36 @@ def _wait_s(request: Request, body: PutBody) -> float:
 async def streaming(request: Request, body: PutBody) -> Response:
     """Answer with the task's events as SSE, then its result."""
     # bad input raises before the stream starts, as a 400
-    return sse.response(await service(request).stream(body.spec(), _wait_s(request, body)))
+    items = await service(request).stream(body.spec(), _wait_s(request, body))
+    metrics = metrics_of(request)
+    metrics.put.labels(body.queue).inc()
+    return sse.response(_counted(items, metrics.waiters.labels("streaming")))
+
+
+async def _counted(
+    items: AsyncIterator[TaskEvent | Task], waiters: Gauge
+) -> AsyncIterator[TaskEvent | Task]:
+    waiters.inc()
+    try:
+        async for item in items:
+            yield item
+    finally:
+        waiters.dec()
 
 
 async def blocking(request: Request, body: PutBody) -> Response:
     """Answer with the worker's result once the task ends (408 and cancelled on timeout)."""
     wait_s = _wait_s(request, body)
+    metrics_of(request).put.labels(body.queue).inc()
+    waiters = metrics_of(request).waiters.labels("blocking")
+    waiters.inc()
+    try:
+        return await _wait_for_result(request, body, wait_s)
+    finally:
+        waiters.dec()
+
+
+async def _wait_for_result(request: Request, body: PutBody, wait_s: float) -> Response:
     run = asyncio.ensure_future(service(request).run(body.spec(), wait_s))
     gone = asyncio.ensure_future(_disconnected(request))
     try:
@@ -96,6 +125,9 @@ async def bulk_put(request: Request) -> Response:
     if any(item.response_mode is not ResponseMode.CALLBACK for item in body.tasks):
         raise InvalidInput("a bulk put takes callback-mode tasks only", param="tasks")
     ids = await service(request).put_many([item.spec() for item in body.tasks])
+    counter = metrics_of(request).put
+    for name in {item.queue for item in body.tasks}:
+        counter.labels(name).inc(sum(1 for item in body.tasks if item.queue == name))
     return json({"object": "list", "data": [{"task_id": task_id} for task_id in ids]}, status=202)
 
 

@@ -85,8 +85,9 @@ class PutBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             data=self.data,
             response_mode=self.response_mode,
             callback_url=self.callback_url,
-            # a blocking put's timeout is how long the caller waits, not a task deadline
-            timeout_s=None if self.response_mode is ResponseMode.BLOCKING else self.timeout,
+            # a blocking or streaming put's timeout is how long the caller waits, not a task
+            # deadline: the wait running out cancels the task
+            timeout_s=self.timeout if self.response_mode is ResponseMode.CALLBACK else None,
             delay_s=self.delay,
             run_at=self.run_at,
             max_attempts=self.max_attempts,

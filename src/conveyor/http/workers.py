@@ -9,6 +9,7 @@ from starlette.routing import Route
 from conveyor.engines.engine import Completion
 from conveyor.errors import ConveyorError
 from conveyor.http.errors import status_of
+from conveyor.http.metrics import metrics_of
 from conveyor.http.responses import json, read, service
 from conveyor.http.wire import (
     CompleteBody,
@@ -30,6 +31,7 @@ async def take(request: Request) -> Response:
         worker_id=body.worker_id,
         wait_s=body.wait,
     )
+    metrics_of(request).count_tasks(metrics_of(request).taken, tasks)
     return json({"tasks": [task_object(task, with_lease=True) for task in tasks]})
 
 
@@ -38,6 +40,7 @@ async def complete(request: Request) -> Response:
     task = await service(request).complete(
         request.path_params["task_id"], body.lease_id, body.result
     )
+    metrics_of(request).completed.labels(task.queue).inc()
     return json(task_object(task))
 
 
@@ -46,13 +49,15 @@ async def complete_many(request: Request) -> Response:
     items = [Completion(item.task_id, item.lease_id, item.result) for item in body.items]
     outcomes = await service(request).complete_many(items)
     results = []
+    completed = metrics_of(request).completed
     for item, outcome in zip(items, outcomes, strict=True):
         if isinstance(outcome, ConveyorError):
             status, kind = status_of(outcome)
             error = {"message": outcome.message, "type": kind, "code": outcome.code}
             results.append({"task_id": item.task_id, "status_code": status, "error": error})
         else:
-            results.append({"task_id": item.task_id, "status_code": 200, "status": outcome})
+            completed.labels(outcome.queue).inc()
+            results.append({"task_id": item.task_id, "status_code": 200, "status": outcome.status})
     return json({"object": "list", "data": results})
 
 
@@ -65,6 +70,7 @@ async def fail(request: Request) -> Response:
         retry=body.retry,
         retry_after_s=body.retry_after,
     )
+    metrics_of(request).failed.labels(task.queue).inc()
     return json(task_object(task))
 
 

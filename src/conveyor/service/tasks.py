@@ -35,7 +35,15 @@ from conveyor.domain.tasks import (
     validate_lease_s,
     validate_result,
 )
-from conveyor.engines.engine import Completion, Engine, Heartbeat, QueueStats, TakeRequest, TaskPage
+from conveyor.engines.engine import (
+    Completion,
+    Engine,
+    Heartbeat,
+    QueueStats,
+    Settled,
+    TakeRequest,
+    TaskPage,
+)
 from conveyor.errors import ConveyorError, InvalidInput, InvalidTransition, NotFound, WaitTimeout
 from conveyor.service.callbacks import CallbackPolicy
 from conveyor.service.streams import follow
@@ -349,7 +357,7 @@ class TaskService:
             )
         return await self.complete(task_id, task.lease_id, result)
 
-    async def complete_many(self, items: Sequence[Completion]) -> list[TaskStatus | ConveyorError]:
+    async def complete_many(self, items: Sequence[Completion]) -> list[Settled | ConveyorError]:
         """Record many results at once; per item the task's end status or the refusal."""
         for item in items:
             validate_result(item.result)

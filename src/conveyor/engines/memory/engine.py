@@ -28,6 +28,7 @@ from conveyor.engines.engine import (
     Heartbeat,
     LevelStats,
     QueueStats,
+    Settled,
     SweepReport,
     TakeRequest,
     TaskPage,
@@ -229,10 +230,10 @@ class MemoryEngine:
         self._apply(record, lifecycle.completed(record, lease_id, result, self._clock()))
         return record.to_task()
 
-    async def complete_many(self, items: Sequence[Completion]) -> list[TaskStatus | ConveyorError]:
+    async def complete_many(self, items: Sequence[Completion]) -> list[Settled | ConveyorError]:
         self._check_open()
         now = self._clock()
-        settled: list[TaskStatus | ConveyorError] = []
+        settled: list[Settled | ConveyorError] = []
         for item in items:
             try:
                 record = self._record(item.task_id)
@@ -240,7 +241,7 @@ class MemoryEngine:
             except (NotFound, LeaseLost) as exc:
                 settled.append(exc)
             else:
-                settled.append(record.status)
+                settled.append(Settled(record.queue, record.status))
         return settled
 
     async def fail(

@@ -33,6 +33,7 @@ from conveyor.engines.engine import (
     Heartbeat,
     LevelStats,
     QueueStats,
+    Settled,
     SweepReport,
     TakeRequest,
     TaskPage,
@@ -355,11 +356,11 @@ class SqliteEngine:
 
         return to_task(await self._write(op))
 
-    async def complete_many(self, items: Sequence[Completion]) -> list[TaskStatus | ConveyorError]:
-        def op(tx: Tx) -> list[TaskStatus | ConveyorError]:
+    async def complete_many(self, items: Sequence[Completion]) -> list[Settled | ConveyorError]:
+        def op(tx: Tx) -> list[Settled | ConveyorError]:
             now = self._clock()
             current = states(tx, [item.task_id for item in items])
-            settled: list[TaskStatus | ConveyorError] = []
+            settled: list[Settled | ConveyorError] = []
             writes: list[tuple[RowState, lifecycle.Outcome]] = []
             for item in items:
                 # each item is decided before anything is written, so a refused one
@@ -373,12 +374,12 @@ class SqliteEngine:
                     settled.append(exc)
                     continue
                 writes.append((state, outcome))
-                settled.append(outcome.status)
+                settled.append(Settled(state.queue, outcome.status))
                 current[item.task_id] = state.after(outcome.status)
             settle_many(tx, writes)
             return settled
 
-        result: list[TaskStatus | ConveyorError] = await self._write(op)
+        result: list[Settled | ConveyorError] = await self._write(op)
         return result
 
     async def fail(
