@@ -22,7 +22,9 @@ FIXED_10S = Backoff(kind=BackoffKind.FIXED, base_s=10.0, cap_s=10.0, jitter=0.0)
 
 async def put_n(service: TaskService, queue: str, n: int, **fields: Any) -> list[str]:
     """Put `n` tasks (one bulk put) in `queue` with `fields`; their ids in put order."""
-    return await service.put_many([TaskSpec(queue=queue, data={"n": i}, **fields) for i in range(n)])
+    return await service.put_many(
+        [TaskSpec(queue=queue, data={"n": i}, **fields) for i in range(n)]
+    )
 
 
 async def take_one(service: TaskService, queues: Sequence[str], **options: Any) -> Task:

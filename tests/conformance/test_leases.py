@@ -36,7 +36,7 @@ async def test_complete_records_the_result(service: TaskService, clock: ManualCl
     assert done.result == OK
     assert done.completed_at == clock.now
     assert done.attempts == 1
-    assert done.lease_id is None and done.lease_expires_at is None
+    assert (done.lease_id, done.lease_expires_at) == (None, None)
     assert await service.get_task(task.task_id) == done
     assert await service.take(["q"]) == []
 

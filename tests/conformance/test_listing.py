@@ -71,7 +71,7 @@ async def test_list_by_status(
     for status, listed_ids in by_status.items():
         # each status's listing keeps the order of the puts
         assert listed_ids == [i for i in all_ids if i in set(listed_ids)], status
-    assert sorted(sum(by_status.values(), [])) == sorted(all_ids)
+    assert sorted(i for listed_ids in by_status.values() for i in listed_ids) == sorted(all_ids)
     assert by_status[TaskStatus.SUCCEEDED] == [t.task_id for t in taken[:3]]
     assert by_status[TaskStatus.FAILED] == [taken[3].task_id]
     assert by_status[TaskStatus.RUNNING] == [t.task_id for t in taken[4:]]

@@ -44,9 +44,9 @@ async def test_put_stores_every_field(service: TaskService, clock: ManualClock) 
     assert (stored.attempts, stored.max_attempts) == (0, 4)
     assert stored.created_at == stored.run_at == clock.now
     assert stored.expires_at == clock.now + 300
-    assert stored.result is None and stored.error is None
-    assert stored.lease_id is None and stored.worker_id is None
-    assert stored.started_at is None and stored.completed_at is None
+    assert (stored.result, stored.error) == (None, None)
+    assert (stored.lease_id, stored.worker_id) == (None, None)
+    assert (stored.started_at, stored.completed_at) == (None, None)
     assert stored.cancel_requested is False
 
 
@@ -58,7 +58,9 @@ async def test_put_registers_an_unknown_queue_with_defaults(service: TaskService
     assert queue.total(TaskStatus.QUEUED) == 1
 
 
-async def test_engine_put_needs_the_queue_to_exist(clocked_engine: Engine, clock: ManualClock) -> None:
+async def test_engine_put_needs_the_queue_to_exist(
+    clocked_engine: Engine, clock: ManualClock
+) -> None:
     new = build_new_task(TaskSpec(queue="ghost"), QueueConfig(name="ghost"), clock.now)
     with pytest.raises(NotFound):
         await clocked_engine.put([new])
@@ -247,7 +249,8 @@ async def test_put_with_run_at_is_scheduled_for_that_time(
     assert (await take_one(service, ["q"])).task_id == past.task_id
 
     report = await clocked_engine.sweep()
-    assert report.next_due_at is not None and report.next_due_at <= clock.now + 60
+    assert report.next_due_at is not None
+    assert report.next_due_at <= clock.now + 60
     clock.advance(61)
     assert (await clocked_engine.sweep()).promoted == 1
     assert (await take_one(service, ["q"])).task_id == later.task_id

@@ -159,7 +159,9 @@ async def test_stats_count_per_level_and_status(
     assert ages.get(1) is None
 
     clock.advance(2)
-    ages = {lv.level: lv.oldest_queued_age_s for lv in (await clocked_engine.queue_stats("q")).levels}
+    ages = {
+        lv.level: lv.oldest_queued_age_s for lv in (await clocked_engine.queue_stats("q")).levels
+    }
     assert (ages[0], ages[3]) == (7.0, 2.0)
 
 

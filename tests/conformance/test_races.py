@@ -18,9 +18,7 @@ from tests.conformance._support import OK, collect, lease_of, put_n, statuses
 async def test_concurrent_takers_lease_each_task_once(engine: Engine) -> None:
     service = TaskService(engine)
     ids = await put_n(service, "q", 10)
-    results = await asyncio.gather(
-        *(service.take(["q"], worker_id=f"w{i}") for i in range(20))
-    )
+    results = await asyncio.gather(*(service.take(["q"], worker_id=f"w{i}") for i in range(20)))
     taken = [task for tasks in results for task in tasks]
     assert sorted(t.task_id for t in taken) == sorted(ids)
     assert len({lease_of(t) for t in taken}) == 10

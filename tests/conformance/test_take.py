@@ -151,8 +151,7 @@ async def test_round_robin_takes_one_from_each_queue_in_turn(service: TaskServic
     b = await put_n(service, "b", 3)
     c = await put_n(service, "c", 1)
     order = [
-        (await take_one(service, ["a", "b", "c"], strategy="round_robin")).task_id
-        for _ in range(7)
+        (await take_one(service, ["a", "b", "c"], strategy="round_robin")).task_id for _ in range(7)
     ]
     assert order == [a[0], b[0], c[0], a[1], b[1], a[2], b[2]]
 
