@@ -1,0 +1,254 @@
+"""The server benchmark: one `conveyor serve` process on SQLite, loaded over real HTTP.
+
+    python -m benchmarks.http [--quick] [--output FILE]
+
+Figures (issue 3): put req/s with 64 concurrent clients (wrk when installed, else
+aiohttp); blocking round trip p50/p99 with 32 concurrent clients and idle workers;
+pick-up latency from a put to an idle long-polling worker, p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+
+from benchmarks._report import Row, markdown, note, percentile
+
+WRK_SCRIPT = Path(__file__).with_name("wrk") / "put.lua"
+PUT_BODY = {
+    "queue": "bench",
+    "endpoint": "/v1/chat/completions",
+    "data": {"messages": [{"role": "user", "content": "hello"}]},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def server(data_dir: str) -> Iterator[str]:
+    """A `conveyor serve` process on a fresh SQLite store; its base URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    command = [
+        sys.executable,
+        "-m",
+        "conveyor.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        data_dir,
+    ]
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        time.sleep(0.3)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def put_rate_wrk(url: str, seconds: int) -> float:
+    """Requests per second of callback puts, from wrk with 64 connections."""
+    subprocess.run(
+        ["wrk", "-t2", "-c64", "-d2s", "-s", str(WRK_SCRIPT), url], capture_output=True, check=True
+    )
+    run = subprocess.run(
+        ["wrk", "-t2", "-c64", f"-d{seconds}s", "-s", str(WRK_SCRIPT), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if "Non-2xx" in run.stdout:
+        raise RuntimeError(f"wrk saw errors:\n{run.stdout}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
+    assert match is not None, run.stdout
+    return float(match.group(1))
+
+
+async def put_rate_aiohttp(url: str, seconds: float) -> float:
+    """The same with 64 aiohttp clients in this process (slower: the client shares the box)."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+
+        async def client() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                async with http.post(f"{url}/v1/tasks", json=PUT_BODY) as response:
+                    await response.read()
+                    if response.status != 202:
+                        raise RuntimeError(f"put answered {response.status}")
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(64)))
+        return done / (time.perf_counter() - start)
+
+
+async def worker(http: aiohttp.ClientSession, url: str, queue: str, stop: asyncio.Event) -> None:
+    """A minimal worker: long-poll one task, complete it at once with a no-op result."""
+    while not stop.is_set():
+        async with http.post(
+            f"{url}/v1/tasks/take", json={"queues": [queue], "wait": 1}
+        ) as response:
+            tasks = (await response.json())["tasks"]
+        for task in tasks:
+            body = {
+                "lease_id": task["lease_id"],
+                "result": {"status_code": 200, "body": {"ok": True}},
+            }
+            async with http.post(
+                f"{url}/v1/tasks/{task['task_id']}/complete", json=body
+            ) as response:
+                await response.read()
+
+
+async def blocking_round_trips(
+    url: str, clients: int, per_client: int, workers: int
+) -> list[float]:
+    """Milliseconds per blocking put, `clients` at a time, answered by idle workers."""
+    times: list[float] = []
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        pool = [asyncio.create_task(worker(http, url, "blocking", stop)) for _ in range(workers)]
+        await asyncio.sleep(0.3)
+
+        async def client() -> None:
+            for _ in range(per_client):
+                body = {
+                    "queue": "blocking",
+                    "data": {"x": 1},
+                    "response_mode": "blocking",
+                    "timeout": 30,
+                }
+                start = time.perf_counter()
+                async with http.post(f"{url}/v1/tasks", json=body) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"blocking put answered {response.status}")
+                times.append((time.perf_counter() - start) * 1000)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+        stop.set()
+        await asyncio.gather(*pool)
+    return sorted(times)
+
+
+async def pick_up_latency(url: str, samples: int) -> list[float]:
+    """Milliseconds from sending a put to an idle long-polling taker holding the task."""
+    times: list[float] = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(samples):
+            take = asyncio.create_task(
+                http.post(f"{url}/v1/tasks/take", json={"queues": ["pickup"], "wait": 10})
+            )
+            await asyncio.sleep(0.01)  # the taker is parked on the server, idle
+            start = time.perf_counter()
+            async with http.post(f"{url}/v1/tasks", json={"queue": "pickup", "data": 1}) as put:
+                await put.read()
+            response = await take
+            tasks = (await response.json())["tasks"]
+            times.append((time.perf_counter() - start) * 1000)
+            response.release()
+            for task in tasks:
+                body = {"lease_id": task["lease_id"]}
+                async with http.post(
+                    f"{url}/v1/tasks/{task['task_id']}/complete", json=body
+                ) as done:
+                    await done.read()
+    return sorted(times)
+
+
+def run(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    scale = 10 if quick else 1
+    with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp, server(tmp) as url:
+        if shutil.which("wrk"):
+            rate, tool = put_rate_wrk(url, 10 // scale or 1), "wrk"
+        else:
+            rate, tool = asyncio.run(put_rate_aiohttp(url, 10 / scale)), "aiohttp"
+        note(f"put: {rate:,.0f} req/s ({tool})")
+        rows.append(Row("sqlite", f"put (callback), 64 concurrent clients ({tool})", rate, "req/s"))
+        times = asyncio.run(blocking_round_trips(url, 32, 100 // scale, workers=16))
+        for q in (50, 99):
+            rows.append(
+                Row(
+                    "sqlite",
+                    f"blocking round trip p{q}, 32 clients, 16 idle workers",
+                    percentile(times, q),
+                    "ms",
+                )
+            )
+        note(f"blocking: p50 {percentile(times, 50):.2f} ms, p99 {percentile(times, 99):.2f} ms")
+        picks = asyncio.run(pick_up_latency(url, 300 // scale))
+        for q in (50, 99):
+            rows.append(
+                Row(
+                    "sqlite",
+                    f"pick-up latency p{q}, put to idle long-polling taker",
+                    percentile(picks, q),
+                    "ms",
+                )
+            )
+        note(f"pick-up: p50 {percentile(picks, 50):.2f} ms, p99 {percentile(picks, 99):.2f} ms")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run, about a tenth of the work"
+    )
+    parser.add_argument("--output", help="also write the markdown report to this file")
+    args = parser.parse_args(argv)
+    rows = run(args.quick)
+    report = markdown(
+        rows, [("server", "conveyor serve (granian, 1 process), SQLite in a temp dir")]
+    )
+    print(report)
+    if args.output:
+        Path(args.output).write_text(report, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
