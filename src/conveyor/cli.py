@@ -113,6 +113,18 @@ def serve(
     ).serve()
 
 
+def _client_commands() -> None:
+    """The client side: `queue`, `task` and `worker` (imported here, after `serve`)."""
+    from conveyor.commands import queue, task, worker
+
+    app.add_typer(queue.app, name="queue")
+    app.add_typer(task.app, name="task")
+    app.command(name="worker")(worker.worker)
+
+
+_client_commands()
+
+
 def main() -> None:
     """Entry point of the console script."""
     app(prog_name="conveyor")

@@ -37,3 +37,11 @@ def service(request: Request) -> TaskService:
 def settings(request: Request) -> Settings:
     current: Settings = request.app.state.settings
     return current
+
+
+async def disconnected(request: Request) -> None:
+    """Return once the client has hung up (the body was read, so only that can arrive)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

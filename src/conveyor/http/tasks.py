@@ -18,7 +18,7 @@ from conveyor.errors import InvalidInput
 from conveyor.http import sse
 from conveyor.http.errors import error_response
 from conveyor.http.metrics import metrics_of
-from conveyor.http.responses import json, read, service, settings
+from conveyor.http.responses import disconnected, json, read, service, settings
 from conveyor.http.wire import BulkPutBody, PutBody, task_object
 from conveyor.http.wire import encoder as _encoder
 
@@ -81,7 +81,7 @@ async def blocking(request: Request, body: PutBody) -> Response:
 
 async def _wait_for_result(request: Request, body: PutBody, wait_s: float) -> Response:
     run = asyncio.ensure_future(service(request).run(body.spec(), wait_s))
-    gone = asyncio.ensure_future(_disconnected(request))
+    gone = asyncio.ensure_future(disconnected(request))
     try:
         await asyncio.wait({run, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -91,14 +91,6 @@ async def _wait_for_result(request: Request, body: PutBody, wait_s: float) -> Re
         await asyncio.gather(run, return_exceptions=True)
         return Response(status_code=499)
     return _result_response(run.result())
-
-
-async def _disconnected(request: Request) -> None:
-    """Return once the client has hung up (the body was read, so only that can arrive)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 def _result_response(task: Task) -> Response:

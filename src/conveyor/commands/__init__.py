@@ -1,0 +1,1 @@
+"""The client side of the `conveyor` command: `queue`, `task` and `worker` (see `conveyor.cli`)."""
