@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import Client, TaskStatus
-from tests.sdk.conftest import CONVEYOR, environment, stop_process
+from tests._server import CONVEYOR, environment, stop_process
 
 COMMAND_TIMEOUT_S = 30.0
 

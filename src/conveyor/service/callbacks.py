@@ -29,6 +29,7 @@ from conveyor.domain.callbacks import (
 )
 from conveyor.engines.engine import DueCallback, Engine
 from conveyor.errors import InvalidInput
+from conveyor.service._waiting import pause
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +148,7 @@ class CallbackDispatcher:
                 task.add_done_callback(self._deliveries.discard)
             if not due:
                 # woken when a task ends; at least once a second for retries coming due
-                stop = asyncio.ensure_future(self._stop.wait())
-                wake = asyncio.ensure_future(self._engine.wait_for_callbacks(1.0))
-                await asyncio.wait({stop, wake}, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in (stop, wake):
-                    waiter.cancel()
-                await asyncio.gather(stop, wake, return_exceptions=True)
+                await pause(self._stop, self._engine.wait_for_callbacks(1.0), 1.0)
 
     async def _deliver(self, callback: DueCallback) -> None:
         try:

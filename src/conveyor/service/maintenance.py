@@ -9,6 +9,7 @@ from types import TracebackType
 
 from conveyor.domain.clock import Clock, system_clock
 from conveyor.engines.engine import Engine, SweepReport
+from conveyor.service._waiting import pause
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +55,13 @@ class Sweeper:
 
     async def _run(self) -> None:
         while not self._stop.is_set():
-            pause = self._max_interval_s
+            delay_s = self._max_interval_s
             try:
                 report = await self._engine.sweep()
                 self.last_report = report
                 if report.next_due_at is not None:
-                    pause = min(pause, max(0.0, report.next_due_at - self._clock()))
+                    delay_s = min(delay_s, max(0.0, report.next_due_at - self._clock()))
             except Exception:
-                log.exception("sweep failed; retrying in %.1fs", pause)
-            pause *= 1.0 - 0.1 * random.random()
-            await self._sleep(pause)
-
-    async def _sleep(self, pause: float) -> None:
-        """Sleep for `pause`, waking early on stop or when something falls due sooner."""
-        stop = asyncio.ensure_future(self._stop.wait())
-        due = asyncio.ensure_future(self._engine.wait_for_due(pause))
-        try:
-            await asyncio.wait({stop, due}, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (stop, due):
-                waiter.cancel()
-            await asyncio.gather(stop, due, return_exceptions=True)
+                log.exception("sweep failed; retrying in %.1fs", delay_s)
+            delay_s *= 1.0 - 0.1 * random.random()
+            await pause(self._stop, self._engine.wait_for_due(delay_s), delay_s)
