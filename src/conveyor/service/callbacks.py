@@ -14,9 +14,8 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from conveyor.domain.callbacks import (
     RETRY_STATUSES,
@@ -30,6 +29,9 @@ from conveyor.domain.callbacks import (
 from conveyor.engines.engine import DueCallback, Engine
 from conveyor.errors import InvalidInput
 from conveyor.service._waiting import pause
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,8 @@ class CallbackDispatcher:
 
     async def __aenter__(self) -> CallbackDispatcher:
         if self._post is None:
+            import aiohttp  # here, not at module level: the CLI never delivers callbacks
+
             timeout = aiohttp.ClientTimeout(total=10)
             self._session = aiohttp.ClientSession(timeout=timeout)
             self._post = self._aiohttp_post
@@ -173,6 +177,8 @@ class CallbackDispatcher:
             SIGNATURE_HEADER: signature(self._secret, stamp, body),
         }
         retry_after: float | None = None
+        import aiohttp
+
         try:
             await self._policy.check(url)  # again at delivery: DNS may have changed
             status, retry_after = await self._post(url, body, headers)
