@@ -3,8 +3,10 @@
     python -m benchmarks.http [--quick] [--output FILE]
 
 Figures (issue 3): put req/s with 64 concurrent clients (wrk when installed, else
-aiohttp); blocking round trip p50/p99 with 32 concurrent clients and idle workers;
-pick-up latency from a put to an idle long-polling worker, p50/p99.
+aiohttp); blocking round trip p50/p99 with 32 concurrent clients and idle workers (an SDK
+worker process with a no-op handler); pick-up latency from a put to an idle long-polling
+worker, p50/p99; end to end: the SDK bulk-puts 20,000 tasks and one worker process with
+concurrency 16 drains them.
 """
 
 from __future__ import annotations
@@ -84,6 +86,57 @@ def server(data_dir: str) -> Iterator[str]:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+@contextmanager
+def worker_process(url: str, queue: str, concurrency: int) -> Iterator[None]:
+    """`conveyor worker` with the no-op handler on `queue`, stopped with SIGTERM after."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env["CONVEYOR_URL"] = url
+    env["PYTHONPATH"] = str(Path(__file__).parents[1])
+    command = [
+        str(Path(sys.executable).with_name("conveyor")),
+        "worker",
+        "benchmarks.noop_worker:handle",
+        "--queues",
+        queue,
+        "--concurrency",
+        str(concurrency),
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(1.5)  # started and long-polling
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def end_to_end(url: str, total: int) -> float:
+    """Tasks per second from the first bulk put to the last completion (SDK + worker process)."""
+    from conveyor.domain.tasks import TaskSpec
+    from conveyor.sdk import AsyncClient
+
+    async with AsyncClient(url) as client:
+        start = time.perf_counter()
+        for offset in range(0, total, 1_000):
+            await client.put_many(
+                [
+                    TaskSpec(queue="e2e", data={"n": n})
+                    for n in range(offset, min(total, offset + 1_000))
+                ]
+            )
+        while True:
+            queue = await client.get_queue("e2e")
+            done: int = sum(level.counts.get("succeeded", 0) for level in queue.levels or [])
+            if done >= total:
+                return total / (time.perf_counter() - start)
+            await asyncio.sleep(0.05)
+
+
 def put_rate_wrk(url: str, seconds: int) -> float:
     """Requests per second of callback puts, from wrk with 64 connections."""
     subprocess.run(
@@ -122,33 +175,10 @@ async def put_rate_aiohttp(url: str, seconds: float) -> float:
         return done / (time.perf_counter() - start)
 
 
-async def worker(http: aiohttp.ClientSession, url: str, queue: str, stop: asyncio.Event) -> None:
-    """A minimal worker: long-poll one task, complete it at once with a no-op result."""
-    while not stop.is_set():
-        async with http.post(
-            f"{url}/v1/tasks/take", json={"queues": [queue], "wait": 1}
-        ) as response:
-            tasks = (await response.json())["tasks"]
-        for task in tasks:
-            body = {
-                "lease_id": task["lease_id"],
-                "result": {"status_code": 200, "body": {"ok": True}},
-            }
-            async with http.post(
-                f"{url}/v1/tasks/{task['task_id']}/complete", json=body
-            ) as response:
-                await response.read()
-
-
-async def blocking_round_trips(
-    url: str, clients: int, per_client: int, workers: int
-) -> list[float]:
-    """Milliseconds per blocking put, `clients` at a time, answered by idle workers."""
+async def blocking_round_trips(url: str, clients: int, per_client: int) -> list[float]:
+    """Milliseconds per blocking put, `clients` at a time, answered by an idle worker process."""
     times: list[float] = []
-    stop = asyncio.Event()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        pool = [asyncio.create_task(worker(http, url, "blocking", stop)) for _ in range(workers)]
-        await asyncio.sleep(0.3)
 
         async def client() -> None:
             for _ in range(per_client):
@@ -166,8 +196,6 @@ async def blocking_round_trips(
                 times.append((time.perf_counter() - start) * 1000)
 
         await asyncio.gather(*(client() for _ in range(clients)))
-        stop.set()
-        await asyncio.gather(*pool)
     return sorted(times)
 
 
@@ -206,12 +234,13 @@ def run(quick: bool) -> list[Row]:
             rate, tool = asyncio.run(put_rate_aiohttp(url, 10 / scale)), "aiohttp"
         note(f"put: {rate:,.0f} req/s ({tool})")
         rows.append(Row("sqlite", f"put (callback), 64 concurrent clients ({tool})", rate, "req/s"))
-        times = asyncio.run(blocking_round_trips(url, 32, 100 // scale, workers=16))
+        with worker_process(url, "blocking", concurrency=32):
+            times = asyncio.run(blocking_round_trips(url, 32, 100 // scale))
         for q in (50, 99):
             rows.append(
                 Row(
                     "sqlite",
-                    f"blocking round trip p{q}, 32 clients, 16 idle workers",
+                    f"blocking round trip p{q}, 32 clients, SDK worker process (32 slots, no-op)",
                     percentile(times, q),
                     "ms",
                 )
@@ -228,6 +257,18 @@ def run(quick: bool) -> list[Row]:
                 )
             )
         note(f"pick-up: p50 {percentile(picks, 50):.2f} ms, p99 {percentile(picks, 99):.2f} ms")
+        total = 20_000 // scale
+        with worker_process(url, "e2e", concurrency=16):
+            e2e = asyncio.run(end_to_end(url, total))
+        rows.append(
+            Row(
+                "sqlite",
+                f"end to end: SDK bulk-puts {total:,}, one worker process (concurrency 16) drains",
+                e2e,
+                "tasks/s",
+            )
+        )
+        note(f"end to end: {e2e:,.0f} tasks/s")
     return rows
 
 
