@@ -61,7 +61,7 @@ def _wait_until_live(process: subprocess.Popen[bytes], url: str, log: Path) -> N
 
 
 @contextmanager
-def running_server(data_dir: Path, *args: str) -> Iterator[str]:
+def running_server(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """`conveyor serve` on SQLite in `data_dir` (log in server.log there); its base URL.
 
     The server is stopped afterwards, and a traceback in its log fails the test run.
@@ -71,7 +71,11 @@ def running_server(data_dir: Path, *args: str) -> Iterator[str]:
     command = [CONVEYOR, "serve", "--port", str(port), "--data-dir", str(data_dir), *args]
     with log.open("wb") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=environment(), start_new_session=True
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environment(**(env or {})),
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:

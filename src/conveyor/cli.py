@@ -72,10 +72,17 @@ def serve(
         strict_queues=strict_queues,
         insecure=insecure,
         allow_private_callbacks=allow_private_callbacks,
+        # secrets come from the environment only, never from argv
         callback_secret=os.environ.get("CONVEYOR_CALLBACK_SECRET", ""),
+        api_keys=os.environ.get("CONVEYOR_API_KEYS", ""),
+        worker_keys=os.environ.get("CONVEYOR_WORKER_KEYS", ""),
+        admin_keys=os.environ.get("CONVEYOR_ADMIN_KEYS", ""),
     )
     try:
         settings.validated()
+        from conveyor.http.auth import parse_keys  # refuse malformed keys before starting
+
+        parse_keys(settings.api_keys, settings.worker_keys, settings.admin_keys)
     except InvalidInput as exc:
         typer.echo(f"conveyor serve: {exc.message}", err=True)
         raise typer.Exit(2) from None

@@ -26,6 +26,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     strict_queues: bool = False
     insecure: bool = False
     callback_secret: str = ""  # empty: a random one per process (receivers cannot verify)
+    api_keys: str = ""  # key=project,…
+    worker_keys: str = ""  # key=project,…
+    admin_keys: str = ""  # key,…
     allow_private_callbacks: bool = False
 
     @property
@@ -48,7 +51,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "the default blocking wait must be positive and at most the maximum",
                 param="default_blocking_wait_s",
             )
-        if not self.insecure and not _is_loopback(self.host):
+        keyed = bool(self.api_keys or self.worker_keys or self.admin_keys)
+        if not keyed and not self.insecure and not _is_loopback(self.host):
             raise InvalidInput(
                 f"refusing to serve {self.host} without API keys; bind 127.0.0.1, or pass"
                 " --insecure (CONVEYOR_INSECURE=true) if something in front of Conveyor"

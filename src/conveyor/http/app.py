@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from conveyor.engines import create_engine
 from conveyor.http import bella, events, openapi, ops, queues, tasks, workers
+from conveyor.http.auth import AuthMiddleware, parse_keys
 from conveyor.http.errors import HANDLERS
 from conveyor.http.metrics import LatencyMiddleware, Metrics, scrape
 from conveyor.service.callbacks import CallbackDispatcher, CallbackPolicy
@@ -47,6 +48,20 @@ def create_app(settings: Settings) -> Starlette:
             app.state.tasks = TaskService(
                 engine, strict=settings.strict_queues, callback_policy=policy
             )
+            projects: dict[str, TaskService] = {"": app.state.tasks}
+
+            def for_project(project: str) -> TaskService:
+                # one service per project: each keeps its own caches
+                if project not in projects:
+                    projects[project] = TaskService(
+                        engine,
+                        strict=settings.strict_queues,
+                        callback_policy=policy,
+                        project=project,
+                    )
+                return projects[project]
+
+            app.state.projects = for_project
             # sweeper and dispatcher stop before the engine closes
             async with (
                 Sweeper(engine),
@@ -58,11 +73,15 @@ def create_app(settings: Settings) -> Starlette:
             await engine.close()
 
     metrics = Metrics()
+    keys = parse_keys(settings.api_keys, settings.worker_keys, settings.admin_keys)
     app = Starlette(
         routes=ROUTES,
         exception_handlers=HANDLERS,
         lifespan=lifespan,
-        middleware=[Middleware(LatencyMiddleware, metrics=metrics)],
+        middleware=[
+            Middleware(LatencyMiddleware, metrics=metrics),
+            Middleware(AuthMiddleware, keys=keys),
+        ],
     )
     app.state.metrics = metrics
     app.state.settings = settings

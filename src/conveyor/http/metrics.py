@@ -91,11 +91,10 @@ async def scrape(request: Request) -> Response:
     metrics = metrics_of(request)
     tasks = request.app.state.tasks
     metrics.depth.clear()
-    for queue in await tasks.list_queues():
-        stats = await tasks.queue_stats(queue.name)
+    for stats in await tasks.store_stats():
         for level in stats.levels:
             for state in TaskStatus:
-                metrics.depth.labels(queue.name, str(level.level), state.value).set(
+                metrics.depth.labels(stats.queue.name, str(level.level), state.value).set(
                     level.counts.get(state, 0)
                 )
     dispatcher = getattr(request.app.state, "dispatcher", None)

@@ -29,9 +29,13 @@ def json(content: Any, status: int = 200) -> Response:
 
 
 def service(request: Request) -> TaskService:
-    """The task service of the app that received `request`."""
-    tasks: TaskService = request.app.state.tasks
-    return tasks
+    """The task service for the caller: its project's, when API keys are in use."""
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is None:
+        tasks: TaskService = request.app.state.tasks
+        return tasks
+    project_service: TaskService = request.app.state.projects(principal.project)
+    return project_service
 
 
 def settings(request: Request) -> Settings:

@@ -16,6 +16,7 @@ from conveyor.domain.queues import (
     DEFAULT_MAX_LEVEL,
     QueueConfig,
     QueueUpdate,
+    Source,
     resolve_sources,
     validate_queue_name,
 )
@@ -46,6 +47,7 @@ from conveyor.engines.engine import (
 )
 from conveyor.errors import ConveyorError, InvalidInput, InvalidTransition, NotFound, WaitTimeout
 from conveyor.service.callbacks import CallbackPolicy
+from conveyor.service.projects import Namespace
 from conveyor.service.streams import follow
 
 MAX_WAIT_S = 60.0
@@ -64,11 +66,13 @@ class TaskService:
         clock: Clock = system_clock,
         strict: bool = False,
         callback_policy: CallbackPolicy | None = None,
+        project: str = "",
     ):
         self._engine = engine
         self._clock = clock
         self._strict = strict
         self._callback_policy = callback_policy or CallbackPolicy(allow_private=True)
+        self._ns = Namespace(project)
         self._queues: dict[str, tuple[float, QueueConfig]] = {}
         # a worker repeats the same take; its resolved form is kept as long as the configs
         self._take_requests: dict[tuple[object, ...], tuple[float, TakeRequest]] = {}
@@ -76,29 +80,41 @@ class TaskService:
     # ---- queues ----
     async def register_queue(self, config: QueueConfig) -> QueueConfig:
         """Create a queue or replace its defaults."""
-        stored = await self._engine.register_queue(config.validated())
+        config.validated()
+        stored = await self._engine.register_queue(
+            msgspec.structs.replace(config, name=self._ns.queue(config.name))
+        )
         self._remember(stored)
-        return stored
+        return self._ns.config(stored)
 
     async def update_queue(self, name: str, update: QueueUpdate) -> QueueConfig:
         """Pause, resume or change a queue's defaults."""
-        stored = await self._engine.update_queue(validate_queue_name(name, "name"), update)
+        stored = await self._engine.update_queue(
+            self._ns.queue(validate_queue_name(name, "name")), update
+        )
         self._remember(stored)
-        return stored
+        return self._ns.config(stored)
+
+    async def store_stats(self) -> list[QueueStats]:
+        """Stats of every queue in the store, under stored names (all projects: metrics)."""
+        return [await self._engine.queue_stats(q.name) for q in await self._engine.list_queues()]
 
     async def list_queues(self) -> list[QueueConfig]:
         """Every queue, by name."""
-        return await self._engine.list_queues()
+        queues = await self._engine.list_queues()
+        return [self._ns.config(q) for q in queues if self._ns.owns(q.name)]
 
     async def queue_stats(self, name: str) -> QueueStats:
         """A queue's counts per level and state."""
-        return await self._engine.queue_stats(validate_queue_name(name, "name"))
+        stats = await self._engine.queue_stats(self._ns.queue(validate_queue_name(name, "name")))
+        return self._ns.stats(stats)
 
     async def obliterate_queue(self, name: str, *, force: bool = False) -> int:
         """Delete a queue and every task in it."""
-        self._queues.pop(name, None)
+        stored = self._ns.queue(validate_queue_name(name, "name"))
+        self._queues.pop(stored, None)
         self._take_requests.clear()
-        return await self._engine.obliterate_queue(validate_queue_name(name, "name"), force=force)
+        return await self._engine.obliterate_queue(stored, force=force)
 
     def _remember(self, config: QueueConfig) -> None:
         self._queues[config.name] = (time.monotonic() + QUEUE_CACHE_S, config)
@@ -106,11 +122,11 @@ class TaskService:
 
     async def _known_queue(self, name: str) -> QueueConfig | None:
         """The queue's config; None if it is not registered, NotFound if the service is strict."""
-        cached = self._queues.get(name)
+        cached = self._queues.get(self._ns.queue(name))
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         try:
-            config = await self._engine.get_queue(name)
+            config = await self._engine.get_queue(self._ns.queue(name))
         except NotFound:
             if self._strict:
                 raise NotFound(f"queue {name!r} does not exist; register it first") from None
@@ -135,7 +151,7 @@ class TaskService:
                     known = await self._known_queue(name)
                     if known is None:
                         unknown.append(name)
-                    configs[name] = known or QueueConfig(name=name)
+                    configs[name] = known or QueueConfig(name=self._ns.queue(name))
                 built.append(build_new_task(spec, configs[name], now))
             except InvalidInput as exc:
                 if not bulk:
@@ -154,11 +170,13 @@ class TaskService:
                 ) from None
         raced = False
         for name in unknown:
-            stored = await self._engine.register_queue(QueueConfig(name=name), replace=False)
+            stored = await self._engine.register_queue(configs[name], replace=False)
             self._remember(stored)
             raced |= msgspec.structs.replace(stored, created_at=0.0) != configs[name]
         if raced:  # another caller registered it first, with other defaults: build with those
             return await self._build(specs, now, bulk=bulk)
+        if self._ns.project:  # stored under the project's name for the queue
+            return [msgspec.structs.replace(n, queue=self._ns.queue(n.queue)) for n in built]
         return built
 
     async def put(self, spec: TaskSpec) -> Task:
@@ -166,8 +184,8 @@ class TaskService:
         (new,) = await self._build([spec], self._clock(), bulk=False)
         (created,) = await self._engine.put([new])
         if not created:
-            return await self._engine.get_task(new.task_id)
-        return task_from_new(new, spec.data, spec.metadata)
+            return self._ns.task(await self._engine.get_task(new.task_id))
+        return self._ns.task(task_from_new(new, spec.data, spec.metadata))
 
     async def run(self, spec: TaskSpec, wait_s: float) -> Task:
         """Put a task and wait up to `wait_s` for it to end; return it ended.
@@ -195,7 +213,7 @@ class TaskService:
             raise WaitTimeout(
                 f"task {new.task_id} did not finish within {wait_s:g} s; it was cancelled"
             )
-        return task
+        return self._ns.task(task)
 
     async def stream(self, spec: TaskSpec, wait_s: float) -> AsyncGenerator[TaskEvent | Task, None]:
         """Check a task, and return the stream that puts it and yields its events, then it.
@@ -217,7 +235,7 @@ class TaskService:
                     self._engine, new.task_id, watch, after=0, deadline=deadline
                 ):
                     ended = isinstance(item, Task)
-                    yield item
+                    yield self._ns.task(item) if isinstance(item, Task) else item
             finally:
                 if not ended:
                     await asyncio.shield(self._cancel_quietly(new.task_id))
@@ -230,7 +248,7 @@ class TaskService:
             raise InvalidInput(
                 f"after must be an event id (0 or more), got {after!r}", param="after"
             )
-        await self._engine.get_task(task_id)  # NotFound before any stream starts
+        self._ns.own_task(await self._engine.get_task(task_id))  # NotFound before a stream
         return self._follow(task_id, after, time.monotonic() + wait_s)
 
     async def _follow(
@@ -238,7 +256,7 @@ class TaskService:
     ) -> AsyncGenerator[TaskEvent | Task, None]:
         async with self._engine.watch_task(task_id) as watch:
             async for item in follow(self._engine, task_id, watch, after=after, deadline=deadline):
-                yield item
+                yield self._ns.task(item) if isinstance(item, Task) else item
 
     async def append_events(self, task_id: str, lease_id: str, events: Sequence[EventSpec]) -> int:
         """Add a running task's events (progress, stream chunks); the id of the last one."""
@@ -248,6 +266,8 @@ class TaskService:
         self, task_id: str, *, after: int = 0, limit: int = 1000
     ) -> list[TaskEvent]:
         """A task's events so far, above `after`."""
+        if self._ns.project:
+            self._ns.own_task(await self._engine.get_task(task_id))
         return await self._engine.list_events(task_id, after=after, limit=limit)
 
     async def _cancel_quietly(self, task_id: str) -> None:
@@ -291,16 +311,18 @@ class TaskService:
         wait_s = _wait(wait_s)
         tasks = await self._engine.take(request)
         if tasks or wait_s == 0:
-            return tasks
+            return [self._ns.task(t) for t in tasks] if self._ns.project else tasks
         deadline = time.monotonic() + wait_s
-        names = [s.queue for s in request.sources] or [n.partition(":")[0] for n in queues]
+        names = [s.queue for s in request.sources] or [
+            self._ns.queue(n.partition(":")[0]) for n in queues
+        ]
         async with self._engine.watch(names) as watch:
             while True:
                 # the watch is registered before this take, so no put slips between them
                 tasks = await self._engine.take(request)
                 remaining = deadline - time.monotonic()
                 if tasks or remaining <= 0:
-                    return tasks
+                    return [self._ns.task(t) for t in tasks]
                 await watch.wait(remaining)
 
     async def _take_request(
@@ -327,7 +349,7 @@ class TaskService:
         for name in names:
             validate_queue_name(name, "queues")
             try:
-                configs[name] = await self._engine.get_queue(name)
+                configs[name] = await self._engine.get_queue(self._ns.queue(name))
             except NotFound:
                 continue  # a worker may start before the first put registers its queue
         max_levels = {name: config.max_level for name, config in configs.items()}
@@ -339,18 +361,22 @@ class TaskService:
             )
         else:
             lease = validate_lease_s(lease_s)
+        stored = tuple(Source(self._ns.queue(s.queue), s.levels) for s in sources)
         return TakeRequest(
-            sources=tuple(sources), strategy=chosen, size=size, lease_s=lease, worker_id=worker_id
+            sources=stored, strategy=chosen, size=size, lease_s=lease, worker_id=worker_id
         )
 
     async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
-        """Record a task's result."""
-        return await self._engine.complete(task_id, lease_id, validate_result(result))
+        """Record a task's result (the lease, unguessable, keeps projects apart)."""
+        return self._ns.task(
+            await self._engine.complete(task_id, lease_id, validate_result(result))
+        )
 
     async def complete_running(self, task_id: str, result: TaskResult) -> Task:
         """Complete a running task under whatever lease it holds (for Bella-Queue workers,
         whose complete carries no lease id). Raises InvalidTransition unless it runs."""
         task = await self._engine.get_task(task_id)
+        self._ns.own_task(task)
         if task.lease_id is None:
             raise InvalidTransition(
                 f"task {task_id} is {task.status}; only a running task completes"
@@ -361,7 +387,8 @@ class TaskService:
         """Record many results at once; per item the task's end status or the refusal."""
         for item in items:
             validate_result(item.result)
-        return await self._engine.complete_many(items)
+        outcomes = await self._engine.complete_many(items)
+        return [self._ns.settled(o) for o in outcomes] if self._ns.project else outcomes
 
     async def fail(
         self,
@@ -375,9 +402,10 @@ class TaskService:
         """End an attempt with an error; the task retries or goes to the dead letter."""
         if retry_after_s is not None:
             retry_after_s = _seconds(retry_after_s, "retry_after", 7 * 86_400.0)
-        return await self._engine.fail(
+        task = await self._engine.fail(
             task_id, lease_id, error, retry=retry, retry_after_s=retry_after_s
         )
+        return self._ns.task(task)
 
     async def heartbeat(
         self, task_id: str, lease_id: str, extend_s: float | None = None
@@ -389,15 +417,19 @@ class TaskService:
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel a task (a running one at its worker's next word)."""
-        return await self._engine.cancel(task_id)
+        if self._ns.project:
+            self._ns.own_task(await self._engine.get_task(task_id))
+        return self._ns.task(await self._engine.cancel(task_id))
 
     async def requeue(self, task_id: str) -> Task:
         """Send a dead-lettered task back to its queue."""
-        return await self._engine.requeue(task_id)
+        if self._ns.project:
+            self._ns.own_task(await self._engine.get_task(task_id))
+        return self._ns.task(await self._engine.requeue(task_id))
 
     async def get_task(self, task_id: str) -> Task:
         """One task."""
-        return await self._engine.get_task(task_id)
+        return self._ns.own_task(await self._engine.get_task(task_id))
 
     async def list_tasks(
         self,
@@ -426,7 +458,10 @@ class TaskService:
             raise InvalidInput(
                 f"limit must be from 1 to {MAX_LIST_LIMIT}, got {limit!r}", param="limit"
             )
-        return await self._engine.list_tasks(queue, parsed, after=after, limit=limit)
+        page = await self._engine.list_tasks(
+            self._ns.queue(queue), parsed, after=after, limit=limit
+        )
+        return self._ns.page(page)
 
 
 def _seconds(value: object, param: str, high: float) -> float:
