@@ -116,6 +116,9 @@ def serve(
         loop=Loops.uvloop,
         workers=1,
         backlog=4096,
+        # blocking and streaming requests wait for long stretches: admit many at once
+        # (granian's default is backlog / workers, which would cap them at 4,096)
+        backpressure=32_768,
         log_access=False,
     ).serve()
 
