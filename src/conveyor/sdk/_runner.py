@@ -24,7 +24,7 @@ from conveyor.errors import ConveyorError, LeaseLost
 from conveyor.sdk import _context
 from conveyor.sdk._async_client import AsyncClient
 from conveyor.sdk._completer import Completer, CompletionStats
-from conveyor.sdk._models import LeasedTask
+from conveyor.sdk._models import CompleteOutcome, LeasedTask
 
 log = logging.getLogger("conveyor.worker")
 
@@ -142,11 +142,24 @@ class Runner:
         return DEFAULT_LEASE_S
 
     async def _report_success(self, task: LeasedTask, result: TaskResult) -> None:
+        # Hand the result over and free the slot at once: the next take overlaps this
+        # completion's round trip instead of waiting for it (the completer batches them,
+        # and sends what is pending before the worker stops).
         try:
-            outcome = await self.completer.submit(task.task_id, task.lease_id, result)
+            future = self.completer.submit(task.task_id, task.lease_id, result)
         except Exception as exc:
             log.warning("task %s: result not delivered: %r", task.task_id, exc)
             return
+        future.add_done_callback(lambda done: self._record(task, done))
+
+    def _record(self, task: LeasedTask, done: asyncio.Future[CompleteOutcome]) -> None:
+        if done.cancelled():
+            return
+        exc = done.exception()
+        if exc is not None:
+            log.warning("task %s: result not delivered: %r", task.task_id, exc)
+            return
+        outcome = done.result()
         if outcome.ok:
             self.stats.succeeded += 1
         elif outcome.status_code == 409:
