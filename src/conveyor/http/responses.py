@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import msgspec
@@ -49,3 +51,22 @@ async def disconnected(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+async def unless_hung_up(request: Request, work: Awaitable[T]) -> T | None:
+    """What `work` gives, or None if the client hung up first (then `work` is cancelled).
+
+    Long waits (a blocking put, a long-polling take) must end with their client: an
+    abandoned take would still lease the next task, and a blocking put's task would run
+    for nobody.
+    """
+    job = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(disconnected(request))
+    try:
+        await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not job.done():
+            job.cancel()
+        await asyncio.gather(job, gone, return_exceptions=True)
+    return None if job.cancelled() else job.result()

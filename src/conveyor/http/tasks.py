@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from conveyor.errors import InvalidInput
 from conveyor.http import sse
 from conveyor.http.errors import error_response
 from conveyor.http.metrics import metrics_of
-from conveyor.http.responses import disconnected, json, read, service, settings
+from conveyor.http.responses import json, read, service, settings, unless_hung_up
 from conveyor.http.wire import BulkPutBody, PutBody, task_object
 from conveyor.http.wire import encoder as _encoder
 
@@ -80,17 +79,11 @@ async def blocking(request: Request, body: PutBody) -> Response:
 
 
 async def _wait_for_result(request: Request, body: PutBody, wait_s: float) -> Response:
-    run = asyncio.ensure_future(service(request).run(body.spec(), wait_s))
-    gone = asyncio.ensure_future(disconnected(request))
-    try:
-        await asyncio.wait({run, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-    if not run.done():  # the client went away: cancelling the wait cancels its task
-        run.cancel()
-        await asyncio.gather(run, return_exceptions=True)
+    # a client that goes away cancels the wait, and with it the task
+    task = await unless_hung_up(request, service(request).run(body.spec(), wait_s))
+    if task is None:
         return Response(status_code=499)
-    return _result_response(run.result())
+    return _result_response(task)
 
 
 def _result_response(task: Task) -> Response:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conveyor.domain.tasks import Task
 from conveyor.engines.engine import Completion
 from conveyor.errors import ConveyorError
 from conveyor.http.errors import status_of
 from conveyor.http.metrics import metrics_of
-from conveyor.http.responses import disconnected, json, read, service
+from conveyor.http.responses import json, read, service, unless_hung_up
 from conveyor.http.wire import (
     CompleteBody,
     CompleteManyBody,
@@ -35,29 +31,11 @@ async def take(request: Request) -> Response:
         worker_id=body.worker_id,
         wait_s=body.wait,
     )
-    tasks = await (_unless_hung_up(request, work) if body.wait > 0 else work)
+    tasks = await (unless_hung_up(request, work) if body.wait > 0 else work)
     if tasks is None:
         return Response(status_code=499)
     metrics_of(request).count_tasks(metrics_of(request).taken, tasks)
     return json({"tasks": [task_object(task, with_lease=True) for task in tasks]})
-
-
-async def _unless_hung_up(request: Request, work: Awaitable[list[Task]]) -> list[Task] | None:
-    """What a long-polling take got, or None if its worker hung up first.
-
-    A worker that stops cancels its long poll; without this, the abandoned take would
-    still lease the next task put, to nobody, until the lease expired.
-    """
-    job = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(disconnected(request))
-    try:
-        await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not job.done():
-            job.cancel()
-        await asyncio.gather(job, gone, return_exceptions=True)
-    return None if job.cancelled() else job.result()
 
 
 async def complete(request: Request) -> Response:
