@@ -175,13 +175,26 @@ async def put_rate_aiohttp(url: str, seconds: float) -> float:
         return done / (time.perf_counter() - start)
 
 
-async def blocking_round_trips(url: str, clients: int, per_client: int) -> list[float]:
-    """Milliseconds per blocking put, `clients` at a time, answered by an idle worker process."""
+async def blocking_round_trips(
+    url: str, clients: int, per_client: int, interval_s: float = 0.0
+) -> list[float]:
+    """Milliseconds per blocking put, `clients` at a time, answered by an idle worker process.
+
+    With `interval_s` 0 each client sends its next request as soon as the last is answered
+    (the box saturates, and latency is mostly queueing); otherwise each client starts one
+    request every `interval_s` (offered load clients / interval_s per second), which is what
+    a round trip costs while the workers wait idle for work.
+    """
     times: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
 
-        async def client() -> None:
+        async def client(index: int) -> None:
+            loop = asyncio.get_running_loop()
+            next_at = loop.time() + interval_s * index / clients  # spread the clients out
             for _ in range(per_client):
+                if interval_s:
+                    await asyncio.sleep(max(0.0, next_at - loop.time()))
+                    next_at += interval_s
                 body = {
                     "queue": "blocking",
                     "data": {"x": 1},
@@ -195,7 +208,7 @@ async def blocking_round_trips(url: str, clients: int, per_client: int) -> list[
                         raise RuntimeError(f"blocking put answered {response.status}")
                 times.append((time.perf_counter() - start) * 1000)
 
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(client(i) for i in range(clients)))
     return sorted(times)
 
 
@@ -234,18 +247,24 @@ def run(quick: bool) -> list[Row]:
             rate, tool = asyncio.run(put_rate_aiohttp(url, 10 / scale)), "aiohttp"
         note(f"put: {rate:,.0f} req/s ({tool})")
         rows.append(Row("sqlite", f"put (callback), 64 concurrent clients ({tool})", rate, "req/s"))
-        with worker_process(url, "blocking", concurrency=32):
-            times = asyncio.run(blocking_round_trips(url, 32, 100 // scale))
-        for q in (50, 99):
-            rows.append(
-                Row(
-                    "sqlite",
-                    f"blocking round trip p{q}, 32 clients, SDK worker process (32 slots, no-op)",
-                    percentile(times, q),
-                    "ms",
+        for interval_s, load in ((0.032, "paced, 1,000 req/s offered"), (0.0, "saturated")):
+            with worker_process(url, "blocking", concurrency=32):
+                times = asyncio.run(
+                    blocking_round_trips(url, 32, 200 // scale, interval_s=interval_s)
                 )
+            for q in (50, 99):
+                rows.append(
+                    Row(
+                        "sqlite",
+                        f"blocking round trip p{q}, 32 clients {load}, SDK worker (no-op)",
+                        percentile(times, q),
+                        "ms",
+                    )
+                )
+            note(
+                f"blocking ({load}): p50 {percentile(times, 50):.2f} ms,"
+                f" p99 {percentile(times, 99):.2f} ms"
             )
-        note(f"blocking: p50 {percentile(times, 50):.2f} ms, p99 {percentile(times, 99):.2f} ms")
         picks = asyncio.run(pick_up_latency(url, 300 // scale))
         for q in (50, 99):
             rows.append(

@@ -15,6 +15,7 @@ from conveyor.engines import create_engine
 from conveyor.http import bella, events, openapi, ops, queues, tasks, workers
 from conveyor.http.auth import AuthMiddleware, parse_keys
 from conveyor.http.errors import HANDLERS
+from conveyor.http.hot import HotRoutes
 from conveyor.http.metrics import LatencyMiddleware, Metrics, scrape
 from conveyor.service.callbacks import CallbackDispatcher, CallbackPolicy
 from conveyor.service.maintenance import Sweeper
@@ -33,6 +34,9 @@ ROUTES = [
     *ops.ROUTES,
     Route("/metrics", scrape, methods=["GET"]),
 ]
+
+# answered without the router (see http/hot.py): what producers and workers call per task
+HOT_ROUTES = [*workers.ROUTES, tasks.PUT]
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -81,6 +85,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(LatencyMiddleware, metrics=metrics),
             Middleware(AuthMiddleware, keys=keys),
+            Middleware(HotRoutes, routes=HOT_ROUTES),
         ],
     )
     app.state.metrics = metrics

@@ -73,13 +73,33 @@ class Metrics:
             registry=r,
         )
 
+        self.blocking_waiters = self.waiters.labels("blocking")
+        self.streaming_waiters = self.waiters.labels("streaming")
+        # labels() costs microseconds a call: the hot routes reuse each labelled child
+        self._children: dict[tuple[int, str], Counter] = {}
+        self._latencies: dict[tuple[str, str], Histogram] = {}
+
+    def add(self, counter: Counter, queue: str, n: int = 1) -> None:
+        """Add `n` to `counter` under `queue`."""
+        child = self._children.get((id(counter), queue))
+        if child is None:
+            child = self._children[id(counter), queue] = counter.labels(queue)
+        child.inc(n)
+
     def count_tasks(self, counter: Counter, tasks: Iterable[Task]) -> None:
         """Add each task to `counter` under its queue."""
         per_queue: dict[str, int] = {}
         for task in tasks:
             per_queue[task.queue] = per_queue.get(task.queue, 0) + 1
         for queue, n in per_queue.items():
-            counter.labels(queue).inc(n)
+            self.add(counter, queue, n)
+
+    def observe(self, method: str, route: str, seconds: float) -> None:
+        """Record one request's latency under its method and route template."""
+        child = self._latencies.get((method, route))
+        if child is None:
+            child = self._latencies[method, route] = self.latency.labels(method, route)
+        child.observe(seconds)
 
 
 def metrics_of(request: Request) -> Metrics:
@@ -123,4 +143,4 @@ class LatencyMiddleware:
             # the path, or every task id would make a label of its own
             route = scope.get("route")
             label = getattr(route, "path", "unmatched")
-            self.metrics.latency.labels(scope["method"], label).observe(time.perf_counter() - start)
+            self.metrics.observe(scope["method"], label, time.perf_counter() - start)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,7 +30,8 @@ async def put(request: Request) -> Response:
     if body.response_mode is ResponseMode.STREAMING:
         return await streaming(request, body)
     task = await service(request).put(body.spec())
-    metrics_of(request).put.labels(task.queue).inc()
+    metrics = metrics_of(request)
+    metrics.add(metrics.put, task.queue)
     return json(task_object(task), status=202)
 
 
@@ -51,8 +53,8 @@ async def streaming(request: Request, body: PutBody) -> Response:
     # bad input raises before the stream starts, as a 400
     items = await service(request).stream(body.spec(), _wait_s(request, body))
     metrics = metrics_of(request)
-    metrics.put.labels(body.queue).inc()
-    return sse.response(_counted(items, metrics.waiters.labels("streaming")))
+    metrics.add(metrics.put, body.queue)
+    return sse.response(_counted(items, metrics.streaming_waiters))
 
 
 async def _counted(
@@ -69,8 +71,9 @@ async def _counted(
 async def blocking(request: Request, body: PutBody) -> Response:
     """Answer with the worker's result once the task ends (408 and cancelled on timeout)."""
     wait_s = _wait_s(request, body)
-    metrics_of(request).put.labels(body.queue).inc()
-    waiters = metrics_of(request).waiters.labels("blocking")
+    metrics = metrics_of(request)
+    metrics.add(metrics.put, body.queue)
+    waiters = metrics.blocking_waiters
     waiters.inc()
     try:
         return await _wait_for_result(request, body, wait_s)
@@ -110,9 +113,9 @@ async def bulk_put(request: Request) -> Response:
     if any(item.response_mode is not ResponseMode.CALLBACK for item in body.tasks):
         raise InvalidInput("a bulk put takes callback-mode tasks only", param="tasks")
     ids = await service(request).put_many([item.spec() for item in body.tasks])
-    counter = metrics_of(request).put
-    for name in {item.queue for item in body.tasks}:
-        counter.labels(name).inc(sum(1 for item in body.tasks if item.queue == name))
+    metrics = metrics_of(request)
+    for name, n in Counter(item.queue for item in body.tasks).items():
+        metrics.add(metrics.put, name, n)
     return json({"object": "list", "data": [{"task_id": task_id} for task_id in ids]}, status=202)
 
 
@@ -148,8 +151,9 @@ async def requeue(request: Request) -> Response:
     return json(task_object(await service(request).requeue(request.path_params["task_id"])))
 
 
+PUT = Route("/v1/tasks", put, methods=["POST"])
 ROUTES = [
-    Route("/v1/tasks", put, methods=["POST"]),
+    PUT,
     Route("/v1/tasks", list_tasks, methods=["GET"]),
     Route("/v1/tasks/bulk", bulk_put, methods=["POST"]),
     Route("/v1/tasks/{task_id}", get_task, methods=["GET"]),

@@ -34,7 +34,8 @@ async def take(request: Request) -> Response:
     tasks = await (unless_hung_up(request, work) if body.wait > 0 else work)
     if tasks is None:
         return Response(status_code=499)
-    metrics_of(request).count_tasks(metrics_of(request).taken, tasks)
+    metrics = metrics_of(request)
+    metrics.count_tasks(metrics.taken, tasks)
     return json({"tasks": [task_object(task, with_lease=True) for task in tasks]})
 
 
@@ -43,7 +44,8 @@ async def complete(request: Request) -> Response:
     task = await service(request).complete(
         request.path_params["task_id"], body.lease_id, body.result
     )
-    metrics_of(request).completed.labels(task.queue).inc()
+    metrics = metrics_of(request)
+    metrics.add(metrics.completed, task.queue)
     return json(task_object(task))
 
 
@@ -52,14 +54,14 @@ async def complete_many(request: Request) -> Response:
     items = [Completion(item.task_id, item.lease_id, item.result) for item in body.items]
     outcomes = await service(request).complete_many(items)
     results = []
-    completed = metrics_of(request).completed
+    metrics = metrics_of(request)
     for item, outcome in zip(items, outcomes, strict=True):
         if isinstance(outcome, ConveyorError):
             status, kind = status_of(outcome)
             error = {"message": outcome.message, "type": kind, "code": outcome.code}
             results.append({"task_id": item.task_id, "status_code": status, "error": error})
         else:
-            completed.labels(outcome.queue).inc()
+            metrics.add(metrics.completed, outcome.queue)
             results.append({"task_id": item.task_id, "status_code": 200, "status": outcome.status})
     return json({"object": "list", "data": results})
 
@@ -73,7 +75,8 @@ async def fail(request: Request) -> Response:
         retry=body.retry,
         retry_after_s=body.retry_after,
     )
-    metrics_of(request).failed.labels(task.queue).inc()
+    metrics = metrics_of(request)
+    metrics.add(metrics.failed, task.queue)
     return json(task_object(task))
 
 
