@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -47,8 +48,8 @@ async def call(method: str, path: str) -> tuple[int, bytes, dict[str, Any]]:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        messages.append(dict(message))
 
     await app(scope, receive, send)
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
