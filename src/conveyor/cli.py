@@ -61,6 +61,20 @@ def serve(
             help="Allow callback URLs on loopback, private or link-local addresses.",
         ),
     ] = False,
+    blob_dir: Annotated[
+        str,
+        typer.Option(
+            envvar="CONVEYOR_BLOB_DIR",
+            help="Where uploaded and output files live: a directory or file:// URL."
+            " Default: files under --data-dir.",
+        ),
+    ] = "",
+    max_file_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="CONVEYOR_MAX_FILE_BYTES", help="The largest file an upload may be, in bytes."
+        ),
+    ] = 512 * 1024 * 1024,
 ) -> None:
     """Start the server (SQLite under ./conveyor-data unless --engine says otherwise)."""
     settings = Settings(
@@ -72,6 +86,8 @@ def serve(
         strict_queues=strict_queues,
         insecure=insecure,
         allow_private_callbacks=allow_private_callbacks,
+        blob_dir=blob_dir,
+        max_file_bytes=max_file_bytes,
         # secrets come from the environment only, never from argv
         callback_secret=os.environ.get("CONVEYOR_CALLBACK_SECRET", ""),
         api_keys=os.environ.get("CONVEYOR_API_KEYS", ""),

@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_keys: str = ""  # key=project,…
     admin_keys: str = ""  # key,…
     allow_private_callbacks: bool = False
+    blob_dir: str = ""  # empty: <data_dir>/files; a directory or a file:// URL
+    max_file_bytes: int = 512 * 1024 * 1024
 
     @property
     def engine_url(self) -> str:
@@ -37,6 +39,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.engine:
             return self.engine
         return f"sqlite:///{Path(self.data_dir).resolve() / 'conveyor.db'}"
+
+    @property
+    def blob_url(self) -> str:
+        """Where file contents live: `blob_dir`, else `files` under `data_dir`."""
+        if self.blob_dir:
+            return self.blob_dir
+        return str(Path(self.data_dir).resolve() / "files")
 
     def validated(self) -> Settings:
         """Return self, or raise InvalidInput saying which setting to fix."""
@@ -50,6 +59,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidInput(
                 "the default blocking wait must be positive and at most the maximum",
                 param="default_blocking_wait_s",
+            )
+        if self.max_file_bytes < 1:
+            raise InvalidInput(
+                f"max_file_bytes must be at least 1, got {self.max_file_bytes}",
+                param="max_file_bytes",
             )
         keyed = bool(self.api_keys or self.worker_keys or self.admin_keys)
         if not keyed and not self.insecure and not _is_loopback(self.host):

@@ -106,6 +106,23 @@ class SweepReport(msgspec.Struct, kw_only=True):
             self.cancelled += 1
 
 
+class Record(msgspec.Struct, frozen=True):
+    """A small JSON object kept for the service (a file, a batch), not a task.
+
+    `id` is time-ordered, so id order is creation order. `active` records are the ones
+    maintenance works through (batches still running, files that expire); the engine sets
+    `version` (1 when stored, +1 at every replace) so that writers can compare and set.
+    """
+
+    kind: str
+    id: str
+    project: str
+    created_at: float
+    body: bytes
+    active: bool = False
+    version: int = 0
+
+
 class WorkWatch(Protocol):
     """Interest in new work in some queues, registered before the take it guards."""
 
@@ -257,6 +274,44 @@ class Engine(Protocol):
 
     async def wait_for_callbacks(self, timeout_s: float) -> None:
         """Return when a callback may have fallen due, or after `timeout_s`."""
+        ...
+
+    # records (files, batches)
+    async def put_record(self, record: Record) -> Record:
+        """Store a new record as version 1; the stored record. Raises Conflict if it exists."""
+        ...
+
+    async def get_record(self, kind: str, record_id: str) -> Record | None:
+        """The record, or None."""
+        ...
+
+    async def list_records(
+        self,
+        kind: str,
+        project: str,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[Record]:
+        """Up to `limit` of the project's records of `kind` in id order (descending when
+        `newest_first`), starting after the id `after` in that order."""
+        ...
+
+    async def replace_record(self, record: Record, expected_version: int) -> Record:
+        """Replace body and active if the stored version is `expected_version`; the stored
+        record (version + 1). Raises NotFound, Conflict when the version moved."""
+        ...
+
+    async def delete_record(self, kind: str, record_id: str) -> bool:
+        """Delete the record; True if it existed."""
+        ...
+
+    async def list_active(
+        self, kind: str, limit: int = 1000, *, after: str | None = None
+    ) -> list[Record]:
+        """Up to `limit` records of `kind` flagged active, across projects, oldest first,
+        from after the id `after`."""
         ...
 
     # maintenance and waiting

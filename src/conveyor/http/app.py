@@ -11,18 +11,23 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from conveyor.blobs import create_blob_store
 from conveyor.engines import create_engine
-from conveyor.http import bella, events, openapi, ops, queues, tasks, workers
+from conveyor.http import bella, events, files, openapi, ops, queues, tasks, workers
 from conveyor.http.auth import AuthMiddleware, parse_keys
 from conveyor.http.errors import HANDLERS
 from conveyor.http.hot import HotRoutes
 from conveyor.http.metrics import LatencyMiddleware, Metrics, scrape
 from conveyor.service.callbacks import CallbackDispatcher, CallbackPolicy
+from conveyor.service.files import FileService
 from conveyor.service.maintenance import Sweeper
+from conveyor.service.periodic import Periodic
 from conveyor.service.tasks import TaskService
 from conveyor.settings import Settings, from_environment
 
 log = logging.getLogger(__name__)
+
+FILE_EXPIRY_S = 60.0  # how often expired files are deleted (files expire by the hour)
 
 # worker routes first: /v1/tasks/take must not be read as a task id
 ROUTES = [
@@ -31,6 +36,7 @@ ROUTES = [
     *tasks.ROUTES,
     *queues.ROUTES,
     *bella.ROUTES,
+    *files.ROUTES,
     *ops.ROUTES,
     Route("/metrics", scrape, methods=["GET"]),
 ]
@@ -66,10 +72,22 @@ def create_app(settings: Settings) -> Starlette:
                 return projects[project]
 
             app.state.projects = for_project
-            # sweeper and dispatcher stop before the engine closes
+            blobs = create_blob_store(settings.blob_url)
+            file_services: dict[str, FileService] = {}
+
+            def files_for(project: str) -> FileService:
+                if project not in file_services:
+                    file_services[project] = FileService(
+                        engine, blobs, project, settings.max_file_bytes
+                    )
+                return file_services[project]
+
+            app.state.files = files_for
+            # the background loops stop before the engine closes
             async with (
                 Sweeper(engine),
                 CallbackDispatcher(engine, secret=_secret(settings), policy=policy) as dispatcher,
+                Periodic(files_for("").expire, FILE_EXPIRY_S, name="conveyor-file-expiry"),
             ):
                 app.state.dispatcher = dispatcher
                 yield

@@ -42,7 +42,29 @@ ERROR_SCHEMA = {
     "required": ["error"],
 }
 
+# bodies that are not JSON, by (method, path): their schema's name and the schema
+MULTIPART_BODIES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
+    # the upload of the Files API; its fields must come before the file
+    ("POST", "/v1/files"): (
+        "FileUpload",
+        {
+            "type": "object",
+            "properties": {
+                "purpose": {
+                    "type": "string",
+                    "enum": ["assistants", "batch", "fine-tune", "vision", "user_data", "evals"],
+                },
+                "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+                "expires_after[seconds]": {"type": "integer", "minimum": 3600, "maximum": 2592000},
+                "file": {"type": "string", "format": "binary"},
+            },
+            "required": ["purpose", "file"],
+        },
+    ),
+}
+
 QUERY_PARAMETERS = {
+    ("GET", "/v1/files"): ["after", "limit", "order", "purpose"],
     ("GET", "/v1/tasks"): ["queue", "status", "after", "limit"],
     ("DELETE", "/v1/queues/{name}"): ["force"],
     ("GET", "/v1/tasks/{task_id}/events"): ["after"],
@@ -55,6 +77,7 @@ def build(routes: Sequence[BaseRoute]) -> bytes:
         list(REQUEST_BODIES.values()), ref_template="#/components/schemas/{name}"
     )
     components["Error"] = ERROR_SCHEMA
+    components.update(MULTIPART_BODIES.values())
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         if not isinstance(route, Route) or route.methods is None:
@@ -90,6 +113,13 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
             "5XX": {"description": "A failure of the server or its store", **error},
         },
     }
+    form = MULTIPART_BODIES.get((method, route.path))
+    if form is not None:
+        ref = {"$ref": f"#/components/schemas/{form[0]}"}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": ref}},
+        }
     body = REQUEST_BODIES.get((method, route.path))
     if body is not None:
         ref = {"$ref": f"#/components/schemas/{body.__name__}"}

@@ -35,6 +35,8 @@ from conveyor.engines.engine import (
     WorkWatch,
     parse_cursor,
 )
+from conveyor.engines.engine import Record as StoredRecord
+from conveyor.engines.memory.records import Records
 from conveyor.engines.memory.store import Record, Store
 from conveyor.engines.notifier import LocalNotifier
 from conveyor.errors import (
@@ -57,6 +59,7 @@ class MemoryEngine:
         self._rng = rng or random.Random()
         self._queues: dict[str, QueueConfig] = {}
         self._store = Store()
+        self._records = Records()
         self._rotation = Rotation()
         self._notifier = LocalNotifier()
         self._open = False
@@ -367,6 +370,41 @@ class MemoryEngine:
 
     async def wait_for_callbacks(self, timeout_s: float) -> None:
         await self._notifier.wait_for_callbacks(timeout_s)
+
+    # ---- records ----
+    async def put_record(self, record: StoredRecord) -> StoredRecord:
+        self._check_open()
+        return self._records.put(record)
+
+    async def get_record(self, kind: str, record_id: str) -> StoredRecord | None:
+        self._check_open()
+        return self._records.get(kind, record_id)
+
+    async def list_records(
+        self,
+        kind: str,
+        project: str,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[StoredRecord]:
+        self._check_open()
+        return self._records.page(kind, project, after, limit, newest_first)
+
+    async def replace_record(self, record: StoredRecord, expected_version: int) -> StoredRecord:
+        self._check_open()
+        return self._records.replace(record, expected_version)
+
+    async def delete_record(self, kind: str, record_id: str) -> bool:
+        self._check_open()
+        return self._records.delete(kind, record_id)
+
+    async def list_active(
+        self, kind: str, limit: int = 1000, *, after: str | None = None
+    ) -> list[StoredRecord]:
+        self._check_open()
+        return self._records.active(kind, limit, after)
 
     # ---- maintenance ----
     async def sweep(self) -> SweepReport:

@@ -33,6 +33,7 @@ from conveyor.engines.engine import (
     Heartbeat,
     LevelStats,
     QueueStats,
+    Record,
     Settled,
     SweepReport,
     TakeRequest,
@@ -42,6 +43,7 @@ from conveyor.engines.engine import (
 )
 from conveyor.engines.notifier import LocalNotifier
 from conveyor.engines.sqlite import queries as q
+from conveyor.engines.sqlite import records
 from conveyor.engines.sqlite.lanes import Lanes
 from conveyor.engines.sqlite.queries import STATUS_CODES
 from conveyor.engines.sqlite.rows import Row, RowState, decode_any, encode, to_task
@@ -543,6 +545,49 @@ class SqliteEngine:
 
     async def wait_for_callbacks(self, timeout_s: float) -> None:
         await self._notifier.wait_for_callbacks(timeout_s)
+
+    # ---- records ----
+    async def put_record(self, record: Record) -> Record:
+        stored: Record = await self._write(partial(records.put, record))
+        return stored
+
+    async def get_record(self, kind: str, record_id: str) -> Record | None:
+        found: Record | None = await self._read(
+            partial(records.get, kind=kind, record_id=record_id)
+        )
+        return found
+
+    async def list_records(
+        self,
+        kind: str,
+        project: str,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[Record]:
+        def read(conn: sqlite3.Connection) -> list[Record]:
+            return records.list_page(conn, kind, project, after, limit, newest_first)
+
+        page: list[Record] = await self._read(read)
+        return page
+
+    async def replace_record(self, record: Record, expected_version: int) -> Record:
+        stored: Record = await self._write(partial(records.replace, record, expected_version))
+        return stored
+
+    async def delete_record(self, kind: str, record_id: str) -> bool:
+        deleted: bool = await self._write(partial(records.delete, kind, record_id))
+        return deleted
+
+    async def list_active(
+        self, kind: str, limit: int = 1000, *, after: str | None = None
+    ) -> list[Record]:
+        def read(conn: sqlite3.Connection) -> list[Record]:
+            return records.active(conn, kind, limit, after)
+
+        found: list[Record] = await self._read(read)
+        return found
 
     # ---- maintenance ----
     async def sweep(self) -> SweepReport:

@@ -11,13 +11,18 @@ every hot query uses stay small. Each index serves one question:
                     listed through ix_ready instead, so that a put maintains one index fewer
   ix_finished       a queue's finished tasks by end time (retention)
   ix_callbacks      ended tasks whose callback is owed, by due time (the outbox)
+  ix_records        a project's records of one kind in id order (list_records)
+  ix_records_active the active records of one kind in id order (list_active)
+
+Schema versions: 1 tasks, queues, events; 2 adds records (files, batches). The schema is
+all CREATE IF NOT EXISTS, so opening an older file adds what it lacks.
 """
 
 from __future__ import annotations
 
 from conveyor.domain.states import TaskStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 STATUS_CODES: dict[TaskStatus, int] = {
     TaskStatus.QUEUED: 0,
@@ -103,6 +108,20 @@ CREATE INDEX IF NOT EXISTS ix_listing ON tasks (queue, status, seq) WHERE status
 CREATE INDEX IF NOT EXISTS ix_callbacks ON tasks (callback_due_at)
     WHERE callback_due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ix_finished ON tasks (queue, completed_at) WHERE status >= 3;
+
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    project TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    body BLOB NOT NULL,
+    active INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS ix_records ON records (kind, project, id);
+CREATE INDEX IF NOT EXISTS ix_records_active ON records (kind, id) WHERE active = 1;
 """
 
 # Columns read back into a Task, in this order (see rows.py).
@@ -251,4 +270,34 @@ LIST_BY_STATUS = (  # not for queued: see LIST_QUEUED
     f"SELECT {TASK_COLUMNS} FROM tasks INDEXED BY ix_listing"
     " WHERE queue = ? AND status = ? AND status >= 1 AND seq > ?"
     " ORDER BY seq LIMIT ?"
+)
+
+# ---- records (files, batches) ----
+RECORD_COLUMNS = "kind, id, project, created_at, body, active, version"
+INSERT_RECORD = (
+    "INSERT INTO records (kind, id, project, created_at, body, active, version)"
+    " VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (kind, id) DO NOTHING"
+)
+SELECT_RECORD = f"SELECT {RECORD_COLUMNS} FROM records WHERE kind = ? AND id = ?"
+SELECT_RECORD_VERSION = "SELECT version FROM records WHERE kind = ? AND id = ?"
+LIST_RECORDS_ASC = (
+    f"SELECT {RECORD_COLUMNS} FROM records INDEXED BY ix_records"
+    " WHERE kind = ? AND project = ? AND id > ? ORDER BY id LIMIT ?"
+)
+LIST_RECORDS_DESC = (
+    f"SELECT {RECORD_COLUMNS} FROM records INDEXED BY ix_records"
+    " WHERE kind = ? AND project = ? AND id < ? ORDER BY id DESC LIMIT ?"
+)
+LIST_RECORDS_NEWEST = (  # the first page of a newest-first listing: no upper bound
+    f"SELECT {RECORD_COLUMNS} FROM records INDEXED BY ix_records"
+    " WHERE kind = ? AND project = ? ORDER BY id DESC LIMIT ?"
+)
+REPLACE_RECORD = (
+    "UPDATE records SET body = ?, active = ?, version = version + 1"
+    f" WHERE kind = ? AND id = ? AND version = ? RETURNING {RECORD_COLUMNS}"
+)
+DELETE_RECORD = "DELETE FROM records WHERE kind = ? AND id = ?"
+LIST_ACTIVE = (
+    f"SELECT {RECORD_COLUMNS} FROM records INDEXED BY ix_records_active"
+    " WHERE kind = ? AND active = 1 AND id > ? ORDER BY id LIMIT ?"
 )

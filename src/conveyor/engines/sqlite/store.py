@@ -99,6 +99,11 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise EngineUnavailable(
             f"the store was written by a newer Conveyor (schema {row[0]}); upgrade Conveyor"
         )
+    elif int(row[0]) < queries.SCHEMA_VERSION:  # the script above added what it lacked
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+            (str(queries.SCHEMA_VERSION),),
+        )
 
 
 def load_counts(conn: sqlite3.Connection) -> dict[CountKey, int]:
