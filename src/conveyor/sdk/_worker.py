@@ -49,6 +49,11 @@ class Worker:
     take asks for (default: the queue's); heartbeats go out every `heartbeat_fraction` of
     it. With `exit_when_drained` the worker stops once a take finds nothing queued, after
     finishing what it runs.
+
+    `capacity`, if given, is asked before each take how many tasks the worker can run at
+    once right now (at most `concurrency` run whatever it says), so that a worker slowed
+    down by what its handlers call takes no more than it can run. The take loop re-reads it
+    when a task ends and when `wake()` is called: call that when capacity grows.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class Worker:
         client: AsyncClient | None = None,
         worker_id: str | None = None,
         handle_signals: bool = True,
+        capacity: Callable[[], int] | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidInput(f"concurrency must be 1 or more, got {concurrency}")
@@ -86,6 +92,7 @@ class Worker:
         self.exit_when_drained = exit_when_drained
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.handle_signals = handle_signals
+        self.capacity = capacity
         self.stats = WorkerStats()
         self._handlers: dict[str, Handler] = dict(handlers or {})
         self._queues = list(queues) if queues is not None else None
@@ -205,6 +212,20 @@ class Worker:
         else:
             loop.call_soon_threadsafe(self._request_stop, grace_period_s)
 
+    def wake(self) -> None:
+        """Make the take loop re-read `capacity` now; safe to call from any thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._slot_free.set()
+        else:
+            loop.call_soon_threadsafe(self._slot_free.set)
+
     def _request_stop(self, grace_period_s: float | None, *, unlimited: bool = False) -> None:
         """Stop taking; a second request cancels running tasks at once.
 
@@ -248,7 +269,7 @@ class Worker:
     async def _take_loop(self, client: AsyncClient, runner: Runner) -> None:
         failures = 0
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._running)
+            free = self._room() - len(self._running)
             if free <= 0:
                 self._slot_free.clear()
                 await _first(self._slot_free.wait(), self._stopping.wait())
@@ -268,6 +289,12 @@ class Worker:
             if not tasks and self.exit_when_drained and not self._stopping.is_set():
                 log.info("worker %s: nothing left to take; finishing", self.worker_id)
                 self._request_stop(None, unlimited=True)
+
+    def _room(self) -> int:
+        """How many tasks may run at once now: `concurrency`, or less if `capacity` says so."""
+        if self.capacity is None:
+            return self.concurrency
+        return max(0, min(self.concurrency, self.capacity()))
 
     async def _take(self, client: AsyncClient, size: int) -> list[LeasedTask]:
         """Take up to `size` tasks, long-polling; a stop cuts the wait short."""
