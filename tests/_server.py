@@ -66,6 +66,15 @@ def running_server(data_dir: Path, *args: str, env: dict[str, str] | None = None
 
     The server is stopped afterwards, and a traceback in its log fails the test run.
     """
+    with server_process(data_dir, *args, env=env) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_process(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """As `running_server`, with the process too, for tests that kill it themselves."""
     log = data_dir / "server.log"
     port = free_port()
     command = [CONVEYOR, "serve", "--port", str(port), "--data-dir", str(data_dir), *args]
@@ -80,7 +89,7 @@ def running_server(data_dir: Path, *args: str, env: dict[str, str] | None = None
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_live(process, url, log)
-        yield url
+        yield url, process
     finally:
         stop_process(process)
     assert "Traceback" not in log.read_text(), log.read_text()

@@ -75,6 +75,21 @@ def serve(
             envvar="CONVEYOR_MAX_FILE_BYTES", help="The largest file an upload may be, in bytes."
         ),
     ] = 512 * 1024 * 1024,
+    batch_queue: Annotated[
+        str,
+        typer.Option(
+            envvar="CONVEYOR_BATCH_QUEUE",
+            help="The queue a batch's tasks go to unless X-Conveyor-Queue or metadata.queue"
+            " names one.",
+        ),
+    ] = "batch",
+    max_batch_requests: Annotated[
+        int,
+        typer.Option(
+            envvar="CONVEYOR_MAX_BATCH_REQUESTS",
+            help="The most requests one batch input file may hold.",
+        ),
+    ] = 50_000,
 ) -> None:
     """Start the server (SQLite under ./conveyor-data unless --engine says otherwise)."""
     settings = Settings(
@@ -88,6 +103,8 @@ def serve(
         allow_private_callbacks=allow_private_callbacks,
         blob_dir=blob_dir,
         max_file_bytes=max_file_bytes,
+        batch_queue=batch_queue,
+        max_batch_requests=max_batch_requests,
         # secrets come from the environment only, never from argv
         callback_secret=os.environ.get("CONVEYOR_CALLBACK_SECRET", ""),
         api_keys=os.environ.get("CONVEYOR_API_KEYS", ""),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 
+from conveyor.domain.queues import validate_queue_name
 from conveyor.errors import InvalidInput
 
 DEFAULT_DATA_DIR = "./conveyor-data"
@@ -32,6 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allow_private_callbacks: bool = False
     blob_dir: str = ""  # empty: <data_dir>/files; a directory or a file:// URL
     max_file_bytes: int = 512 * 1024 * 1024
+    batch_queue: str = "batch"  # where a batch's tasks go unless it names a queue
+    max_batch_requests: int = 50_000  # requests one batch input file may hold
 
     @property
     def engine_url(self) -> str:
@@ -65,6 +68,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"max_file_bytes must be at least 1, got {self.max_file_bytes}",
                 param="max_file_bytes",
             )
+        if self.max_batch_requests < 1:
+            raise InvalidInput(
+                f"max_batch_requests must be at least 1, got {self.max_batch_requests}",
+                param="max_batch_requests",
+            )
+        validate_queue_name(self.batch_queue)
         keyed = bool(self.api_keys or self.worker_keys or self.admin_keys)
         if not keyed and not self.insecure and not _is_loopback(self.host):
             raise InvalidInput(

@@ -26,6 +26,9 @@ EXPECTED = {
     "PAST_DEADLINE": "ix_deadlines",
     "PROMOTE": "ix_scheduled",
     "PURGE": "ix_finished",
+    "BATCH_COUNTS": "ix_batch_counts",
+    "BATCH_PAGE": "ix_batch_order",
+    "BATCH_TO_CANCEL": "ix_batch_counts",
 }
 
 

@@ -14,13 +14,16 @@ from conveyor.engines.sqlite import SqliteEngine
 from conveyor.engines.sqlite import queries as q
 
 
-async def test_a_schema_1_store_gains_records(tmp_path: Path) -> None:
+async def test_a_schema_1_store_gains_records_and_batch_columns(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     engine = SqliteEngine(path)
     await engine.open()
     await engine.close()
     conn = sqlite3.connect(path)  # make it the file an older Conveyor wrote
     conn.execute("DROP TABLE records")
+    conn.execute("DROP INDEX ix_batch_order")
+    conn.execute("DROP INDEX ix_batch_counts")
+    conn.execute("ALTER TABLE tasks DROP COLUMN result_code")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -34,8 +37,12 @@ async def test_a_schema_1_store_gains_records(tmp_path: Path) -> None:
         await engine.close()
     conn = sqlite3.connect(path)
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(tasks)")}
     conn.close()
-    assert int(version) == q.SCHEMA_VERSION == 2
+    assert int(version) == q.SCHEMA_VERSION == 3
+    assert "result_code" in columns  # schema 3
+    assert {"ix_batch_order", "ix_batch_counts"} <= indexes
 
 
 async def test_records_survive_reopening(tmp_path: Path) -> None:

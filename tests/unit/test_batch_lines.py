@@ -424,3 +424,11 @@ def test_a_decimal_body_is_named_as_such() -> None:
     assert (
         error.message == "Invalid type for 'body': expected an object, but got a decimal instead."
     )
+
+
+def test_a_task_cancelled_after_it_answered_counts_by_its_answer() -> None:
+    from conveyor.domain.batch_lines import Outcome, outcome
+
+    assert outcome("cancelled", 200) is Outcome.COMPLETED
+    assert outcome("cancelled", 500) is Outcome.FAILED
+    assert outcome("cancelled", None) is Outcome.NOT_RUN

@@ -350,8 +350,12 @@ def error_line(task_id: str, custom_id: str | None, code: str, message: str) -> 
 
 
 def outcome(status: str, status_code: int | None = None) -> Outcome:
-    """How a batch task in `status` (a TaskStatus) with that result status code ended."""
-    if status == TaskStatus.SUCCEEDED:
+    """How a batch task in `status` (a TaskStatus) with that result status code ended.
+
+    A task cancelled while it ran may still have finished its request (a worker's result
+    that arrives after the cancel is kept): with a status code, it counts as answered.
+    """
+    if status == TaskStatus.SUCCEEDED or (status == TaskStatus.CANCELLED and status_code):
         return Outcome.COMPLETED if 200 <= (status_code or 200) < 300 else Outcome.FAILED
     if status == TaskStatus.FAILED:
         return Outcome.FAILED

@@ -78,6 +78,20 @@ class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
         return sum(level.counts.get(status, 0) for level in self.levels)
 
 
+class BatchCounts(NamedTuple):
+    """A batch's tasks by how they ended (domain/batch_lines.py `outcome` decides)."""
+
+    total: int  # the batch's tasks stored so far
+    completed: int  # succeeded with a 2xx result
+    failed: int  # succeeded with another status code, or failed
+    not_run: int  # cancelled or expired without a result
+
+    @property
+    def unfinished(self) -> int:
+        """Tasks still queued, scheduled or running."""
+        return self.total - self.completed - self.failed - self.not_run
+
+
 class TaskPage(msgspec.Struct, frozen=True, kw_only=True):
     """One page of a task listing; pass `next_cursor` as `after` for the next page."""
 
@@ -257,6 +271,22 @@ class Engine(Protocol):
         limit: int = 100,
     ) -> TaskPage:
         """Tasks of `queue` (in `status`, if given) in the order they were put, from `after`."""
+        ...
+
+    # batches: the tasks that carry a batch_id
+    async def batch_counts(self, batch_id: str) -> BatchCounts:
+        """The batch's tasks counted by how they ended (all zero for an unknown batch)."""
+        ...
+
+    async def batch_tasks(
+        self, batch_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> TaskPage:
+        """The batch's tasks in the order they were put, from the cursor `after`."""
+        ...
+
+    async def cancel_batch(self, batch_id: str, limit: int = 500) -> int:
+        """Cancel up to `limit` of the batch's queued and scheduled tasks and ask running
+        ones to stop (each once); how many it acted on (0: nothing left to do)."""
         ...
 
     # callbacks (the outbox)

@@ -13,11 +13,13 @@ from starlette.routing import Route
 
 from conveyor.blobs import create_blob_store
 from conveyor.engines import create_engine
-from conveyor.http import bella, events, files, openapi, ops, queues, tasks, workers
+from conveyor.http import batches, bella, events, files, openapi, ops, queues, tasks, workers
 from conveyor.http.auth import AuthMiddleware, parse_keys
 from conveyor.http.errors import HANDLERS
 from conveyor.http.hot import HotRoutes
 from conveyor.http.metrics import LatencyMiddleware, Metrics, scrape
+from conveyor.service.batch_runner import BatchRunner
+from conveyor.service.batches import BatchService
 from conveyor.service.callbacks import CallbackDispatcher, CallbackPolicy
 from conveyor.service.files import FileService
 from conveyor.service.maintenance import Sweeper
@@ -37,6 +39,7 @@ ROUTES = [
     *queues.ROUTES,
     *bella.ROUTES,
     *files.ROUTES,
+    *batches.ROUTES,
     *ops.ROUTES,
     Route("/metrics", scrape, methods=["GET"]),
 ]
@@ -83,9 +86,26 @@ def create_app(settings: Settings) -> Starlette:
                 return file_services[project]
 
             app.state.files = files_for
+            batch_services: dict[str, BatchService] = {}
+
+            def batches_for(project: str) -> BatchService:
+                if project not in batch_services:
+                    batch_services[project] = BatchService(
+                        engine,
+                        files_for(project),
+                        for_project(project),
+                        project=project,
+                        max_requests=settings.max_batch_requests,
+                        wake=runner.wake,
+                    )
+                return batch_services[project]
+
+            runner = BatchRunner(engine, batches_for)
+            app.state.batches = batches_for
             # the background loops stop before the engine closes
             async with (
                 Sweeper(engine),
+                runner,
                 CallbackDispatcher(engine, secret=_secret(settings), policy=policy) as dispatcher,
                 Periodic(files_for("").expire, FILE_EXPIRY_S, name="conveyor-file-expiry"),
             ):

@@ -23,6 +23,7 @@ REQUEST_BODIES: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("POST", "/v1/tasks/{task_id}/fail"): wire.FailBody,
     ("POST", "/v1/tasks/{task_id}/heartbeat"): wire.HeartbeatBody,
     ("POST", "/v1/tasks/{task_id}/events"): wire.EventsBody,
+    ("POST", "/v1/batches"): wire.CreateBatchBody,
 }
 
 ERROR_SCHEMA = {
@@ -68,6 +69,7 @@ QUERY_PARAMETERS = {
     ("GET", "/v1/tasks"): ["queue", "status", "after", "limit"],
     ("DELETE", "/v1/queues/{name}"): ["force"],
     ("GET", "/v1/tasks/{task_id}/events"): ["after"],
+    ("GET", "/v1/batches"): ["after", "limit"],
 }
 
 

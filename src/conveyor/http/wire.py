@@ -209,3 +209,13 @@ def queue_object(config: QueueConfig, stats: QueueStats | None = None) -> dict[s
 
 
 encoder = msgspec.json.Encoder()
+
+
+class CreateBatchBody(msgspec.Struct, kw_only=True):
+    """`POST /v1/batches`; types are checked by the domain, with OpenAI's messages."""
+
+    input_file_id: Any = None
+    endpoint: Any = None
+    completion_window: Any = None
+    metadata: Any = None
+    output_expires_after: Any = None

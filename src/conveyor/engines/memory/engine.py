@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager
 import msgspec
 
 from conveyor.domain import lifecycle
+from conveyor.domain.batch_lines import Outcome, outcome
 from conveyor.domain.clock import Clock, system_clock
 from conveyor.domain.events import NewEvent, TaskEvent
 from conveyor.domain.ids import new_lease_id
@@ -23,6 +24,7 @@ from conveyor.domain.states import TaskStatus
 from conveyor.domain.strategies import Rotation, select
 from conveyor.domain.tasks import NewTask, Task, TaskError, TaskResult
 from conveyor.engines.engine import (
+    BatchCounts,
     Completion,
     DueCallback,
     Heartbeat,
@@ -348,6 +350,55 @@ class MemoryEngine:
         page = [self._store.by_seq[seq].to_task() for seq in seqs[:limit]]
         cursor = str(seqs[limit - 1]) if len(seqs) > limit else None
         return TaskPage(tasks=page, next_cursor=cursor)
+
+    # ---- batches ----
+    async def batch_counts(self, batch_id: str) -> BatchCounts:
+        self._check_open()
+        ended = {Outcome.COMPLETED: 0, Outcome.FAILED: 0, Outcome.NOT_RUN: 0}
+        seqs = self._store.batches.get(batch_id, ())
+        for seq in seqs:
+            record = self._store.by_seq[seq]
+            if record.status.finished:
+                code = None if record.result is None else record.result.status_code
+                ended[outcome(record.status, code)] += 1
+        return BatchCounts(
+            len(seqs), ended[Outcome.COMPLETED], ended[Outcome.FAILED], ended[Outcome.NOT_RUN]
+        )
+
+    async def batch_tasks(
+        self, batch_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> TaskPage:
+        self._check_open()
+        start = parse_cursor(after)
+        seqs = self._store.batches.get(batch_id)
+        found = (
+            []
+            if seqs is None
+            else list(
+                itertools.islice(seqs.irange(minimum=start, inclusive=(False, True)), limit + 1)
+            )
+        )
+        page = [self._store.by_seq[seq].to_task() for seq in found[:limit]]
+        cursor = str(found[limit - 1]) if len(found) > limit else None
+        return TaskPage(tasks=page, next_cursor=cursor)
+
+    async def cancel_batch(self, batch_id: str, limit: int = 500) -> int:
+        self._check_open()
+        now = self._clock()
+        acted = 0
+        for seq in list(self._store.batches.get(batch_id, ())):
+            if acted == limit:
+                break
+            record = self._store.by_seq[seq]
+            if record.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):
+                self._apply(record, lifecycle.Outcome(TaskStatus.CANCELLED, completed_at=now))
+            elif record.status is TaskStatus.RUNNING and not record.cancel_requested:
+                record.cancel_requested = True
+                self._notifier.tasks_changed([record.task_id])
+            else:
+                continue
+            acted += 1
+        return acted
 
     # ---- callbacks ----
     async def claim_callbacks(self, limit: int, hold_s: float) -> list[DueCallback]:

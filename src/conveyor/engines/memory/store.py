@@ -147,6 +147,7 @@ class Store:
         self.callbacks = SortedList()  # (callback_due_at, seq) of callbacks owed
         self.by_status: defaultdict[tuple[str, TaskStatus], SortedList] = defaultdict(SortedList)
         self.counts: defaultdict[tuple[str, int, TaskStatus], int] = defaultdict(int)
+        self.batches: defaultdict[str, SortedList] = defaultdict(SortedList)  # seqs per batch
 
     # ---- LaneSource ----
     def has_queued(self, lane: Lane) -> bool:
@@ -175,6 +176,8 @@ class Store:
         self.next_seq += 1
         self.by_id[record.task_id] = record
         self.by_seq[record.seq] = record
+        if record.batch_id is not None:
+            self.batches[record.batch_id].add(record.seq)
         self._enter(record)
         return record
 
@@ -183,6 +186,11 @@ class Store:
         self._leave(record)
         del self.by_id[record.task_id]
         del self.by_seq[record.seq]
+        if record.batch_id is not None:
+            seqs = self.batches[record.batch_id]
+            seqs.remove(record.seq)
+            if not seqs:
+                del self.batches[record.batch_id]
 
     def move(self, record: Record, status: TaskStatus, **fields: Any) -> None:
         """Change `record`'s status and `fields` together, keeping every index true."""

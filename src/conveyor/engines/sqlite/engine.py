@@ -28,6 +28,7 @@ from conveyor.domain.states import TaskStatus
 from conveyor.domain.strategies import Rotation, select
 from conveyor.domain.tasks import NewTask, Task, TaskError, TaskResult
 from conveyor.engines.engine import (
+    BatchCounts,
     Completion,
     DueCallback,
     Heartbeat,
@@ -42,8 +43,8 @@ from conveyor.engines.engine import (
     parse_cursor,
 )
 from conveyor.engines.notifier import LocalNotifier
+from conveyor.engines.sqlite import batches, records
 from conveyor.engines.sqlite import queries as q
-from conveyor.engines.sqlite import records
 from conveyor.engines.sqlite.lanes import Lanes
 from conveyor.engines.sqlite.queries import STATUS_CODES
 from conveyor.engines.sqlite.rows import Row, RowState, decode_any, encode, to_task
@@ -522,6 +523,28 @@ class SqliteEngine:
         rows = await self._read(read)
         cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
         return TaskPage(tasks=[to_task(row) for row in rows[:limit]], next_cursor=cursor)
+
+    # ---- batches ----
+    async def batch_counts(self, batch_id: str) -> BatchCounts:
+        counts: BatchCounts = await self._read(partial(batches.count, batch_id=batch_id))
+        return counts
+
+    async def batch_tasks(
+        self, batch_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> TaskPage:
+        start = parse_cursor(after)
+        rows: list[Row] = await self._read(
+            partial(batches.page, batch_id=batch_id, after=start, limit=limit)
+        )
+        cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
+        return TaskPage(tasks=[to_task(row) for row in rows[:limit]], next_cursor=cursor)
+
+    async def cancel_batch(self, batch_id: str, limit: int = 500) -> int:
+        def op(tx: Tx) -> int:
+            return batches.cancel(tx, batch_id, limit, self._clock())
+
+        acted: int = await self._write(op)
+        return acted
 
     # ---- callbacks ----
     async def claim_callbacks(self, limit: int, hold_s: float) -> list[DueCallback]:

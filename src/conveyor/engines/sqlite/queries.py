@@ -13,16 +13,22 @@ every hot query uses stay small. Each index serves one question:
   ix_callbacks      ended tasks whose callback is owed, by due time (the outbox)
   ix_records        a project's records of one kind in id order (list_records)
   ix_records_active the active records of one kind in id order (list_active)
+  ix_batch_order    a batch's tasks in put order, its input order (finalization)
+  ix_batch_counts   a batch's tasks by status and result code (request counts, cancel)
 
-Schema versions: 1 tasks, queues, events; 2 adds records (files, batches). The schema is
-all CREATE IF NOT EXISTS, so opening an older file adds what it lacks.
+Schema versions: 1 tasks, queues, events; 2 adds records (files, batches); 3 adds
+tasks.result_code and the batch indexes. The schema is all CREATE IF NOT EXISTS, and
+columns added later are in ADDED_COLUMNS, so opening an older file adds what it lacks.
 """
 
 from __future__ import annotations
 
 from conveyor.domain.states import TaskStatus
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+# columns added to tables after schema 1: (table, column) -> declaration
+ADDED_COLUMNS: dict[tuple[str, str], str] = {("tasks", "result_code"): "INTEGER"}
 
 STATUS_CODES: dict[TaskStatus, int] = {
     TaskStatus.QUEUED: 0,
@@ -86,7 +92,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     result BLOB,
     error BLOB,
     callback_due_at REAL,
-    callback_attempts INTEGER NOT NULL DEFAULT 0
+    callback_attempts INTEGER NOT NULL DEFAULT 0,
+    result_code INTEGER
 );
 
 CREATE TABLE IF NOT EXISTS events (
@@ -108,6 +115,9 @@ CREATE INDEX IF NOT EXISTS ix_listing ON tasks (queue, status, seq) WHERE status
 CREATE INDEX IF NOT EXISTS ix_callbacks ON tasks (callback_due_at)
     WHERE callback_due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ix_finished ON tasks (queue, completed_at) WHERE status >= 3;
+CREATE INDEX IF NOT EXISTS ix_batch_order ON tasks (batch_id, seq) WHERE batch_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ix_batch_counts ON tasks (batch_id, status, result_code)
+    WHERE batch_id IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS records (
     kind TEXT NOT NULL,
@@ -204,6 +214,7 @@ SELECT_STATES = f"SELECT {STATE_COLUMNS} FROM tasks WHERE task_id IN ({{marks}})
 _SETTLE = """
 UPDATE tasks SET status = ?, run_at = coalesce(?, run_at), completed_at = ?,
     result = coalesce(?, result), error = coalesce(?, error),
+    result_code = coalesce(?, result_code),
     lease_id = NULL, lease_expires_at = NULL, lease_s = NULL,
     callback_due_at = CASE WHEN callback_url IS NULL THEN NULL ELSE ? END,
     callback_attempts = 0
@@ -214,6 +225,21 @@ SETTLE = f"{_SETTLE}RETURNING {TASK_COLUMNS}"
 EXTEND_LEASE = "UPDATE tasks SET lease_expires_at = ? WHERE seq = ?"
 MARK_CANCEL = f"UPDATE tasks SET cancel_requested = 1 WHERE seq = ? RETURNING {TASK_COLUMNS}"
 RESET_FOR_REQUEUE = "UPDATE tasks SET attempts = 0, error = NULL WHERE seq = ?"
+
+# ---- batches ----
+BATCH_COUNTS = """
+SELECT status, result_code, count(*) FROM tasks INDEXED BY ix_batch_counts
+WHERE batch_id = ? GROUP BY status, result_code
+"""
+BATCH_PAGE = f"""
+SELECT {TASK_COLUMNS} FROM tasks INDEXED BY ix_batch_order
+WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?
+"""
+# what a batch cancel acts on: tasks waiting to run, and running ones not yet asked to stop
+BATCH_TO_CANCEL = f"""
+SELECT {STATE_COLUMNS} FROM tasks INDEXED BY ix_batch_counts
+WHERE batch_id = ? AND (status IN (0, 1) OR (status = 2 AND cancel_requested = 0)) LIMIT ?
+"""
 
 # ---- callbacks ----
 CLAIM_CALLBACKS = f"""

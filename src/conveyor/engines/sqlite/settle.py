@@ -21,6 +21,7 @@ def settle_args(state: RowState, outcome: lifecycle.Outcome) -> tuple[object, ..
         outcome.completed_at,
         None if outcome.result is None else encode(outcome.result),
         None if outcome.error is None else encode(outcome.error),
+        None if outcome.result is None else outcome.result.status_code,
         outcome.completed_at if outcome.status.finished else None,  # callback due
         state.seq,
     )

@@ -88,6 +88,7 @@ def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Create the schema, or refuse a file written by a newer Conveyor."""
+    _add_columns(conn)
     conn.executescript(queries.SCHEMA)
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None:
@@ -104,6 +105,14 @@ def migrate(conn: sqlite3.Connection) -> None:
             "UPDATE meta SET value = ? WHERE key = 'schema_version'",
             (str(queries.SCHEMA_VERSION),),
         )
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Add the columns an older file's tables lack (before indexes on them are created)."""
+    for (table, column), declaration in queries.ADDED_COLUMNS.items():
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if present and column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 def load_counts(conn: sqlite3.Connection) -> dict[CountKey, int]:
