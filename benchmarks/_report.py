@@ -101,7 +101,7 @@ def format_figure(value: float, unit: str) -> str:
     """Throughputs as whole numbers with separators, times in ms to 3 decimals, ratios to 2."""
     if unit == "ms":
         return f"{value:,.3f}"
-    if unit == "x":
+    if unit in ("x", "s"):
         return f"{value:,.2f}"
     return f"{value:,.0f}"
 

@@ -46,10 +46,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(data_dir: str) -> Iterator[str]:
+def server(data_dir: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """A `conveyor serve` process on a fresh SQLite store; its base URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(extra_env or {})
     command = [
         sys.executable,
         "-m",
