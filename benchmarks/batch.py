@@ -76,7 +76,7 @@ def process(command: Sequence[str], env: dict[str, str] | None = None) -> Iterat
             os.killpg(child.pid, signal.SIGKILL)
 
 
-def run(lines: int, line_bytes: int, concurrency: int) -> list[Row]:
+def run(lines: int, line_bytes: int, concurrency: int, forward: bool = True) -> list[Row]:
     rows: list[Row] = []
     conveyor = str(Path(sys.executable).with_name("conveyor"))
     with tempfile.TemporaryDirectory(prefix="conveyor-batch-") as tmp:
@@ -94,11 +94,14 @@ def run(lines: int, line_bytes: int, concurrency: int) -> list[Row]:
         ):
             env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
             env["CONVEYOR_URL"] = url
+            env["PYTHONPATH"] = str(Path(__file__).parents[1])
+            handler = ["--forward-to", f"http://127.0.0.1:{upstream_port}"]
+            if not forward:  # the SDK worker with a no-op handler: no upstream round trip
+                handler = ["benchmarks.noop_worker:handle"]
             worker = [
                 conveyor,
                 "worker",
-                "--forward-to",
-                f"http://127.0.0.1:{upstream_port}",
+                *handler,
                 "--queues",
                 "batch",
                 "--concurrency",
@@ -144,7 +147,8 @@ def run(lines: int, line_bytes: int, concurrency: int) -> list[Row]:
     rows.append(
         Row(
             "sqlite",
-            f"end to end (created → completed), one forwarding worker, {concurrency} slots",
+            f"end to end (created → completed), one {'forwarding' if forward else 'no-op SDK'}"
+            f" worker, {concurrency} slots",
             lines / total_s,
             "lines/s",
         )
@@ -160,15 +164,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=50_000)
     parser.add_argument("--line-bytes", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=64, help="the worker's slots")
+    parser.add_argument(
+        "--noop-worker",
+        action="store_true",
+        help="run tasks with a no-op SDK worker instead of the forwarding worker (faster;"
+        " for the memory figure of a very large batch)",
+    )
     parser.add_argument("--output", help="also write the report to this file")
     args = parser.parse_args(argv)
-    rows = run(args.lines, args.line_bytes, args.concurrency)
+    rows = run(args.lines, args.line_bytes, args.concurrency, forward=not args.noop_worker)
     report = markdown(
         rows,
         [
             ("lines", f"{args.lines:,}"),
             ("line bytes", f"{args.line_bytes:,}"),
             ("worker concurrency", str(args.concurrency)),
+            ("worker", "no-op SDK handler" if args.noop_worker else "conveyor worker --forward-to"),
         ],
     )
     print(report)
