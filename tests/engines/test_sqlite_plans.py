@@ -26,7 +26,8 @@ EXPECTED = {
     "PAST_DEADLINE": "ix_deadlines",
     "PROMOTE": "ix_scheduled",
     "PURGE": "ix_finished",
-    "BATCH_COUNTS": "ix_batch_counts",
+    "COUNT_BATCH_TASKS": "ix_batch_counts",
+    "SELECT_BATCH_COUNTS": "PRIMARY KEY",
     "BATCH_PAGE": "ix_batch_order",
     "BATCH_TO_CANCEL": "ix_batch_counts",
 }

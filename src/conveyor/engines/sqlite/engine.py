@@ -43,7 +43,7 @@ from conveyor.engines.engine import (
     parse_cursor,
 )
 from conveyor.engines.notifier import LocalNotifier
-from conveyor.engines.sqlite import batches, records
+from conveyor.engines.sqlite import batch_counts, batches, records
 from conveyor.engines.sqlite import queries as q
 from conveyor.engines.sqlite.lanes import Lanes
 from conveyor.engines.sqlite.queries import STATUS_CODES
@@ -240,6 +240,7 @@ class SqliteEngine:
                     f"queue {name!r} has running tasks; pass force to obliterate it anyway"
                 )
             tx.conn.execute(q.DELETE_QUEUE_EVENTS, (name,))
+            tx.conn.execute(q.DELETE_QUEUE_BATCH_COUNTS, (name,))  # a batch's tasks share a queue
             deleted = tx.conn.execute(q.DELETE_QUEUE_TASKS, (name,)).rowcount
             for key in [k for k in {*tx.writer.counts, *tx.writer.pending} if k[0] == name]:
                 tx.delta[key] -= tx.count(key)
@@ -298,6 +299,10 @@ class SqliteEngine:
             (t.queue, t.level, t.status) for t in stored
         ).items():
             tx.moved(queue, level, None, status, n)
+        batched: batch_counts.Delta = {}
+        for task in stored:
+            batch_counts.note_change(batched, task.batch_id, None, None, total=1)
+        batch_counts.apply(conn, batched)
         due = [t.run_at for t in stored if t.status is TaskStatus.SCHEDULED]
         due.extend(t.expires_at for t in stored if t.expires_at is not None)
         if due:
@@ -526,7 +531,7 @@ class SqliteEngine:
 
     # ---- batches ----
     async def batch_counts(self, batch_id: str) -> BatchCounts:
-        counts: BatchCounts = await self._read(partial(batches.count, batch_id=batch_id))
+        counts: BatchCounts = await self._read(partial(batch_counts.count, batch_id=batch_id))
         return counts
 
     async def batch_tasks(

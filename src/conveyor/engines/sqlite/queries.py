@@ -14,7 +14,8 @@ every hot query uses stay small. Each index serves one question:
   ix_records        a project's records of one kind in id order (list_records)
   ix_records_active the active records of one kind in id order (list_active)
   ix_batch_order    a batch's tasks in put order, its input order (finalization)
-  ix_batch_counts   a batch's tasks by status and result code (request counts, cancel)
+  ix_batch_counts   a batch's unfinished tasks (cancel), and filling batch_counts
+  batch_counts      each batch's tasks by how they ended, kept with every change
 
 Schema versions: 1 tasks, queues, events; 2 adds records (files, batches); 3 adds
 tasks.result_code and the batch indexes. The schema is all CREATE IF NOT EXISTS, and
@@ -115,6 +116,14 @@ CREATE INDEX IF NOT EXISTS ix_listing ON tasks (queue, status, seq) WHERE status
 CREATE INDEX IF NOT EXISTS ix_callbacks ON tasks (callback_due_at)
     WHERE callback_due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ix_finished ON tasks (queue, completed_at) WHERE status >= 3;
+CREATE TABLE IF NOT EXISTS batch_counts (
+    batch_id TEXT PRIMARY KEY,
+    total INTEGER NOT NULL DEFAULT 0,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    not_run INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
 CREATE INDEX IF NOT EXISTS ix_batch_order ON tasks (batch_id, seq) WHERE batch_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ix_batch_counts ON tasks (batch_id, status, result_code)
     WHERE batch_id IS NOT NULL;
@@ -134,18 +143,16 @@ CREATE INDEX IF NOT EXISTS ix_records ON records (kind, project, id);
 CREATE INDEX IF NOT EXISTS ix_records_active ON records (kind, id) WHERE active = 1;
 """
 
-# Columns read back into a Task, in this order (see rows.py).
-TASK_COLUMNS = (
-    "seq, task_id, queue, level, status, grp, run_at, expires_at, attempts, max_attempts,"
-    " backoff, lease_id, lease_expires_at, lease_s, worker_id, cancel_requested, created_at,"
-    " started_at, completed_at, endpoint, data, response_mode, callback_url, timeout_s,"
-    " custom_id, batch_id, metadata, result, error"
-)
-
-# The leading columns of TASK_COLUMNS: what deciding a verb needs (see rows.RowState).
+# What deciding a verb needs (see rows.RowState), and what a batch's counts need.
 STATE_COLUMNS = (
     "seq, task_id, queue, level, status, grp, run_at, expires_at, attempts, max_attempts,"
-    " backoff, lease_id, lease_expires_at, lease_s, worker_id, cancel_requested"
+    " backoff, lease_id, lease_expires_at, lease_s, worker_id, cancel_requested, batch_id,"
+    " result_code"
+)
+# Columns read back into a Task, in this order (see rows.py): STATE_COLUMNS lead.
+TASK_COLUMNS = (
+    f"{STATE_COLUMNS}, created_at, started_at, completed_at, endpoint, data, response_mode,"
+    " callback_url, timeout_s, custom_id, metadata, result, error"
 )
 
 # ---- queues ----
@@ -227,9 +234,24 @@ MARK_CANCEL = f"UPDATE tasks SET cancel_requested = 1 WHERE seq = ? RETURNING {T
 RESET_FOR_REQUEUE = "UPDATE tasks SET attempts = 0, error = NULL WHERE seq = ?"
 
 # ---- batches ----
-BATCH_COUNTS = """
-SELECT status, result_code, count(*) FROM tasks INDEXED BY ix_batch_counts
-WHERE batch_id = ? GROUP BY status, result_code
+# counted from the tasks: only to fill batch_counts for a file written before it existed
+COUNT_BATCH_TASKS = """
+SELECT batch_id, status, result_code, count(*) FROM tasks INDEXED BY ix_batch_counts
+WHERE batch_id IS NOT NULL GROUP BY batch_id, status, result_code
+"""
+SELECT_BATCH_COUNTS = (
+    "SELECT total, completed, failed, not_run FROM batch_counts WHERE batch_id = ?"
+)
+ADD_BATCH_COUNTS = """
+INSERT INTO batch_counts (batch_id, total, completed, failed, not_run) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (batch_id) DO UPDATE SET total = total + excluded.total,
+    completed = completed + excluded.completed, failed = failed + excluded.failed,
+    not_run = not_run + excluded.not_run
+"""
+DELETE_QUEUE_BATCH_COUNTS = """
+DELETE FROM batch_counts WHERE batch_id IN (
+    SELECT DISTINCT batch_id FROM tasks WHERE queue = ? AND batch_id IS NOT NULL
+)
 """
 BATCH_PAGE = f"""
 SELECT {TASK_COLUMNS} FROM tasks INDEXED BY ix_batch_order
@@ -276,7 +298,7 @@ DELETE FROM tasks WHERE seq IN (
     SELECT seq FROM tasks WHERE queue = ? AND status >= 3 AND completed_at <= ?
     ORDER BY completed_at LIMIT ?
 )
-RETURNING seq, level, status
+RETURNING seq, level, status, batch_id, result_code
 """
 NEXT_RUN_AT = "SELECT min(run_at) FROM tasks WHERE status = 1"
 NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM tasks WHERE status = 2"

@@ -40,12 +40,14 @@ class RowState:
     __slots__ = (
         "attempts",
         "backoff_json",
+        "batch_id",
         "cancel_requested",
         "lease_expires_at",
         "lease_id",
         "level",
         "max_attempts",
         "queue",
+        "result_code",
         "row",
         "seq",
         "status",
@@ -65,6 +67,8 @@ class RowState:
         self.lease_id: str | None = row[11]
         self.lease_expires_at: float | None = row[12]
         self.cancel_requested: bool = bool(row[15])
+        self.batch_id: str | None = row[16]
+        self.result_code: int | None = row[17]
 
     def after(self, outcome_status: TaskStatus) -> RowState:
         """This task as a settle to `outcome_status` leaves it: moved, lease ended."""
@@ -90,28 +94,28 @@ class RowState:
 
 def to_task(row: Row) -> Task:
     """A Task from a row selected with TASK_COLUMNS."""
-    metadata, result, error = row[26], row[27], row[28]
+    metadata, result, error = row[27], row[28], row[29]
     return Task(  # positional, in Task's field order
         row[1],  # task_id
         row[2],  # queue
         row[3],  # level
-        row[19],  # endpoint
-        _any.decode(row[20]),  # data
+        row[21],  # endpoint
+        _any.decode(row[22]),  # data
         STATUSES[row[4]],  # status
-        ResponseMode(row[21]),  # response_mode
-        row[22],  # callback_url
-        row[23],  # timeout_s
-        row[24],  # custom_id
-        row[25],  # batch_id
+        ResponseMode(row[23]),  # response_mode
+        row[24],  # callback_url
+        row[25],  # timeout_s
+        row[26],  # custom_id
+        row[16],  # batch_id
         row[5],  # group
         None if metadata is None else _any.decode(metadata),
         row[8],  # attempts
         row[9],  # max_attempts
         decode_backoff(row[10]),
         row[6],  # run_at
-        row[16],  # created_at
-        row[17],  # started_at
-        row[18],  # completed_at
+        row[18],  # created_at
+        row[19],  # started_at
+        row[20],  # completed_at
         row[7],  # expires_at
         None if result is None else _result.decode(result),
         None if error is None else _error.decode(error),

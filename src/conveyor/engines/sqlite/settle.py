@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from conveyor.domain import lifecycle
 from conveyor.domain.states import TaskStatus
+from conveyor.engines.sqlite import batch_counts as batches
 from conveyor.engines.sqlite import queries as q
 from conveyor.engines.sqlite.queries import STATUS_CODES
 from conveyor.engines.sqlite.rows import Row, RowState, encode
@@ -58,11 +59,18 @@ def settle(tx: Tx, state: RowState, outcome: lifecycle.Outcome, *, returning: bo
     sql = q.SETTLE if returning else q.SETTLE_QUIET
     row: Row = tx.conn.execute(sql, settle_args(state, outcome)).fetchone() or ()
     _bookkeep(tx, state, outcome)
+    if state.batch_id is not None:
+        delta: batches.Delta = {}
+        batches.note_settle(delta, state, outcome)
+        batches.apply(tx.conn, delta)
     return row
 
 
 def settle_many(tx: Tx, writes: Sequence[tuple[RowState, lifecycle.Outcome]]) -> None:
     """Write many outcomes in one statement run."""
     tx.conn.executemany(q.SETTLE_QUIET, [settle_args(s, o) for s, o in writes])
+    delta: batches.Delta = {}
     for state, outcome in writes:
         _bookkeep(tx, state, outcome)
+        batches.note_settle(delta, state, outcome)
+    batches.apply(tx.conn, delta)

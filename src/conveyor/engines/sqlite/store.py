@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import TypeVar
 
-from conveyor.engines.sqlite import queries
+from conveyor.engines.sqlite import batch_counts, queries
 from conveyor.engines.sqlite.queries import STATUS_CODES, STATUSES
 from conveyor.engines.sqlite.writer import CountKey
 from conveyor.errors import EngineUnavailable, InvalidInput
@@ -89,7 +89,13 @@ def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
 def migrate(conn: sqlite3.Connection) -> None:
     """Create the schema, or refuse a file written by a newer Conveyor."""
     _add_columns(conn)
+    had_tasks = _has_table(conn, "tasks")
+    had_batch_counts = _has_table(conn, "batch_counts")
     conn.executescript(queries.SCHEMA)
+    if had_tasks and not had_batch_counts:  # a file from before batch_counts existed
+        conn.execute("BEGIN IMMEDIATE")
+        batch_counts.fill(conn)
+        conn.execute("COMMIT")
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None:
         conn.execute(
@@ -105,6 +111,11 @@ def migrate(conn: sqlite3.Connection) -> None:
             "UPDATE meta SET value = ? WHERE key = 'schema_version'",
             (str(queries.SCHEMA_VERSION),),
         )
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:

@@ -8,6 +8,7 @@ from conveyor.domain import lifecycle
 from conveyor.domain.queues import QueueConfig
 from conveyor.domain.states import TaskStatus
 from conveyor.engines.engine import SweepReport
+from conveyor.engines.sqlite import batch_counts
 from conveyor.engines.sqlite import queries as q
 from conveyor.engines.sqlite.rows import RowState
 from conveyor.engines.sqlite.settle import settle
@@ -44,9 +45,14 @@ def sweep(tx: Tx, now: float, configs: Mapping[str, QueueConfig]) -> SweepReport
     full |= len(lapsed) == SWEEP_BATCH
     for name, config in configs.items():
         purged = conn.execute(q.PURGE, (name, now - config.retention_s, SWEEP_BATCH)).fetchall()
-        for _, level, status in purged:
-            tx.moved(name, level, q.STATUSES[status], None)
-        conn.executemany(q.DELETE_EVENTS, [(seq,) for seq, _, _ in purged])
+        batched: batch_counts.Delta = {}
+        for _, level, code, batch_id, result_code in purged:
+            status = q.STATUSES[code]
+            tx.moved(name, level, status, None)
+            ended = batch_counts.ended_as(status, result_code)
+            batch_counts.note_change(batched, batch_id, ended, None, total=-1)
+        batch_counts.apply(conn, batched)
+        conn.executemany(q.DELETE_EVENTS, [(row[0],) for row in purged])
         report.purged += len(purged)
         full |= len(purged) == SWEEP_BATCH
     times = [
