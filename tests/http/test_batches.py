@@ -285,3 +285,27 @@ def test_a_server_killed_mid_batch_resumes_it(tmp_path: Path) -> None:
         ids = [msgspec.json.decode(line)["custom_id"] for line in output]
         assert ids == [f"r{n}" for n in range(3_000)]  # every line, once, in input order
         client.close()
+
+
+def test_an_empty_file_and_too_many_requests_fail_validation(tmp_path: Path) -> None:
+    env = {**KEYS, "CONVEYOR_MAX_BATCH_REQUESTS": "3"}
+    with running_server(tmp_path, env=env) as url:
+        client = sdk(url)
+        empty = client.files.create(file=("empty.jsonl", io.BytesIO(b"\n\n")), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=empty.id, endpoint=ENDPOINT, completion_window="24h"
+        )
+        failed = wait_for(client, batch.id, {"failed"})
+        assert failed.errors is not None
+        assert failed.errors.data is not None
+        assert [error.code for error in failed.errors.data] == ["empty_file"]
+        batch = client.batches.create(
+            input_file_id=upload(client, [chat(f"r{n}") for n in range(4)]),
+            endpoint=ENDPOINT,
+            completion_window="24h",
+        )
+        failed = wait_for(client, batch.id, {"failed"})
+        assert failed.errors is not None
+        assert failed.errors.data is not None
+        assert [error.code for error in failed.errors.data] == ["too_many_tasks"]
+        client.close()
