@@ -9,13 +9,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 import msgspec
 
 from conveyor.domain import lifecycle
-from conveyor.domain.batch_lines import Outcome, outcome
+from conveyor.domain.batch_lines import Outcome
 from conveyor.domain.clock import Clock, system_clock
 from conveyor.domain.events import NewEvent, TaskEvent
 from conveyor.domain.ids import new_lease_id
@@ -354,15 +354,12 @@ class MemoryEngine:
     # ---- batches ----
     async def batch_counts(self, batch_id: str) -> BatchCounts:
         self._check_open()
-        ended = {Outcome.COMPLETED: 0, Outcome.FAILED: 0, Outcome.NOT_RUN: 0}
-        seqs = self._store.batches.get(batch_id, ())
-        for seq in seqs:
-            record = self._store.by_seq[seq]
-            if record.status.finished:
-                code = None if record.result is None else record.result.status_code
-                ended[outcome(record.status, code)] += 1
+        ended: Mapping[Outcome | None, int] = self._store.batch_outcomes.get(batch_id, {})
         return BatchCounts(
-            len(seqs), ended[Outcome.COMPLETED], ended[Outcome.FAILED], ended[Outcome.NOT_RUN]
+            sum(ended.values()),
+            ended.get(Outcome.COMPLETED, 0),
+            ended.get(Outcome.FAILED, 0),
+            ended.get(Outcome.NOT_RUN, 0),
         )
 
     async def batch_tasks(

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from sortedcontainers import SortedDict, SortedList
 
+from conveyor.domain.batch_lines import Outcome, outcome
 from conveyor.domain.events import TaskEvent
 from conveyor.domain.queues import Lane
 from conveyor.domain.retry import Backoff
@@ -148,6 +149,10 @@ class Store:
         self.by_status: defaultdict[tuple[str, TaskStatus], SortedList] = defaultdict(SortedList)
         self.counts: defaultdict[tuple[str, int, TaskStatus], int] = defaultdict(int)
         self.batches: defaultdict[str, SortedList] = defaultdict(SortedList)  # seqs per batch
+        # per batch: tasks by how they ended (None: unfinished), kept by _enter and _leave
+        self.batch_outcomes: defaultdict[str, defaultdict[Outcome | None, int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
 
     # ---- LaneSource ----
     def has_queued(self, lane: Lane) -> bool:
@@ -203,6 +208,8 @@ class Store:
     def _enter(self, r: Record) -> None:
         status = r.status
         self.counts[(r.queue, r.level, status)] += 1
+        if r.batch_id is not None:
+            self.batch_outcomes[r.batch_id][_ended_as(r)] += 1
         self.by_status[(r.queue, status)].add(r.seq)
         if status is TaskStatus.QUEUED:
             lane = r.lane
@@ -223,6 +230,11 @@ class Store:
     def _leave(self, r: Record) -> None:
         status = r.status
         self.counts[(r.queue, r.level, status)] -= 1
+        if r.batch_id is not None:
+            outcomes = self.batch_outcomes[r.batch_id]
+            outcomes[_ended_as(r)] -= 1
+            if not any(outcomes.values()):
+                del self.batch_outcomes[r.batch_id]
         self.by_status[(r.queue, status)].remove(r.seq)
         if status is TaskStatus.QUEUED:
             lane = r.lane
@@ -259,3 +271,11 @@ class Store:
         """The earliest run_at, lease expiry or deadline still pending."""
         times = [index[0][0] for index in (self.scheduled, self.leases, self.deadlines) if index]
         return min(times) if times else None
+
+
+def _ended_as(record: Record) -> Outcome | None:
+    """How a batch task ended, for its batch's counts; None while it is unfinished."""
+    if record.status not in FINISHED:
+        return None
+    code = None if record.result is None else record.result.status_code
+    return outcome(record.status, code)
