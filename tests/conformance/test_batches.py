@@ -228,3 +228,12 @@ async def test_batches_are_listed_newest_first_and_belong_to_their_project(
 def test_task_ids_sort_in_input_order() -> None:
     ids = [task_id_for("batch_X", n) for n in (0, 9, 10, 99_999_999)]
     assert ids == sorted(ids)
+
+
+async def test_a_batch_whose_input_file_is_deleted_fails(setup: Setup) -> None:
+    batch = await setup.create([line("a")])
+    await setup.files.delete(batch.input_file_id)
+    failed = await setup.step(batch.id)
+    assert failed.status is BatchStatus.FAILED
+    assert failed.errors is not None
+    assert [error.code for error in failed.errors.data] == ["invalid_input_file"]

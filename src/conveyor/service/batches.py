@@ -38,7 +38,7 @@ from conveyor.domain.batch_lines import (
     result_line,
 )
 from conveyor.domain.batch_specs import BatchSpec
-from conveyor.domain.batches import Batch, BatchStatus, RequestCounts, Usage
+from conveyor.domain.batches import Batch, BatchError, BatchStatus, RequestCounts, Usage
 from conveyor.domain.clock import Clock, system_clock
 from conveyor.domain.tasks import TaskSpec
 from conveyor.engines.engine import BatchCounts, Engine, Record
@@ -194,7 +194,16 @@ class BatchService:
             await self._replace(record, batch, active=False)
 
     async def _validate_and_create(self, record: Record, batch: Batch) -> None:
-        report = await self._validate(batch)
+        try:
+            report = await self._validate(batch)
+        except NotFound as exc:  # the input file was deleted before it was read
+            error = BatchError(
+                code="invalid_input_file", message=exc.message, param="input_file_id"
+            )
+            await self._replace(
+                record, domain.fail_validation(batch, [error], self._clock()), False
+            )
+            return
         now = self._clock()
         if not report.valid:
             await self._replace(record, domain.fail_validation(batch, report.errors, now), False)
@@ -379,8 +388,9 @@ class BatchService:
         try:
             chunks = await self._files.content(file_id)
         except NotFound:
-            raise InvalidInput(
-                f"the input file {file_id} was deleted", param="input_file_id"
+            raise NotFound(
+                f"the input file {file_id} was deleted before the batch read it",
+                param="input_file_id",
             ) from None
         number = 0
         rest = b""
