@@ -13,6 +13,7 @@ from conveyor.blobs import LocalBlobStore
 from conveyor.domain.batch_specs import validate_create
 from conveyor.domain.batches import Batch, BatchStatus
 from conveyor.domain.clock import ManualClock
+from conveyor.domain.queues import QueueConfig
 from conveyor.domain.tasks import TaskResult
 from conveyor.engines.engine import Engine
 from conveyor.errors import InvalidTransition, NotFound
@@ -237,3 +238,19 @@ async def test_a_batch_whose_input_file_is_deleted_fails(setup: Setup) -> None:
     assert failed.status is BatchStatus.FAILED
     assert failed.errors is not None
     assert [error.code for error in failed.errors.data] == ["invalid_input_file"]
+
+
+async def test_retention_keeps_a_running_batchs_results_until_its_files_are_written(
+    setup: Setup,
+) -> None:
+    await setup.tasks.register_queue(QueueConfig(name="batch", retention_s=60))
+    batch = await setup.step((await setup.create([line("a"), line("b")])).id)
+    await setup.run(limit=1)
+    setup.clock.advance(3_600)  # the first result is past the queue's retention
+    assert (await setup.engine.sweep()).purged == 0  # but its batch still runs
+    await setup.run()
+    batch = await setup.step(batch.id)
+    assert batch.status is BatchStatus.COMPLETED
+    assert [e["custom_id"] for e in await setup.content(batch.output_file_id)] == ["a", "b"]
+    setup.clock.advance(3_600)
+    assert (await setup.engine.sweep()).purged == 2  # the batch ended: its tasks may go

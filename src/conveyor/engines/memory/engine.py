@@ -486,10 +486,20 @@ class MemoryEngine:
             if config is None:
                 continue
             cutoff = now - config.retention_s
-            while finished and finished[0][0] <= cutoff and purged < PURGE_BATCH:
-                self._store.delete(self._store.by_seq[finished[0][1]])
+            index = 0  # entries before it belong to batches still running: kept
+            while index < len(finished) and finished[index][0] <= cutoff and purged < PURGE_BATCH:
+                record = self._store.by_seq[finished[index][1]]
+                if record.batch_id is not None and self._running_batch(record.batch_id):
+                    index += 1
+                    continue
+                self._store.delete(record)
                 purged += 1
         return purged
+
+    def _running_batch(self, batch_id: str) -> bool:
+        """True while the batch's files are not written yet: its results must stay."""
+        batch = self._records.get("batch", batch_id)
+        return batch is not None and batch.active
 
     def watch(self, queues: Sequence[str]) -> AbstractAsyncContextManager[WorkWatch]:
         return self._notifier.watch(queues)

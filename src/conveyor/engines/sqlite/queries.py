@@ -296,6 +296,8 @@ EXPIRED_LEASES = (
 PURGE = """
 DELETE FROM tasks WHERE seq IN (
     SELECT seq FROM tasks WHERE queue = ? AND status >= 3 AND completed_at <= ?
+        AND (batch_id IS NULL OR batch_id NOT IN (
+            SELECT id FROM records WHERE kind = 'batch' AND active = 1))
     ORDER BY completed_at LIMIT ?
 )
 RETURNING seq, level, status, batch_id, result_code
