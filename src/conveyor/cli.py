@@ -157,11 +157,13 @@ def serve(
 
 
 def _client_commands() -> None:
-    """The client side: `queue`, `task` and `worker` (imported here, after `serve`)."""
-    from conveyor.commands import queue, task, worker
+    """The client side: `queue`, `task`, `worker`, `batch` and `file` (imported after `serve`)."""
+    from conveyor.commands import batch, file, queue, task, worker
 
     app.add_typer(queue.app, name="queue")
     app.add_typer(task.app, name="task")
+    app.add_typer(batch.app, name="batch")
+    app.add_typer(file.app, name="file")
     app.command(name="worker")(worker.worker)
 
 

@@ -4,6 +4,10 @@ from conveyor import Client, Worker
 
 with Client() as client:                      # CONVEYOR_URL, CONVEYOR_API_KEY
     client.put("emails", {"to": "a@example.com"})
+    file = client.files.upload("requests.jsonl")
+    batch = client.batches.create(file.id, "/v1/chat/completions", queue="llm")
+    batch = client.batches.wait(batch.id)      # until it ends
+    client.files.download(batch.output_file_id, "output.jsonl")
 
 worker = Worker(concurrency=16)
 
@@ -15,15 +19,20 @@ async def send(task):
 worker.run_sync()                             # until SIGTERM / SIGINT
 """
 
+from conveyor.domain.batches import BatchStatus
 from conveyor.sdk._async_client import AsyncClient
+from conveyor.sdk._batches import AsyncBatches, Batches
 from conveyor.sdk._calls import PutOptions, QueueOptions
 from conveyor.sdk._client import Client
 from conveyor.sdk._completer import CompletionStats
 from conveyor.sdk._context import current_task, emit, progress
 from conveyor.sdk._errors import TaskFailed, Unsupported
+from conveyor.sdk._files import AsyncFiles, Files
 from conveyor.sdk._models import (
+    BatchInfo,
     CompleteOutcome,
     ErrorInfo,
+    FileInfo,
     HeartbeatInfo,
     LeasedTask,
     LevelInfo,
@@ -39,11 +48,18 @@ from conveyor.sdk._streams import end_of
 from conveyor.sdk._worker import Worker
 
 __all__ = [
+    "AsyncBatches",
     "AsyncClient",
+    "AsyncFiles",
+    "BatchInfo",
+    "BatchStatus",
+    "Batches",
     "Client",
     "CompleteOutcome",
     "CompletionStats",
     "ErrorInfo",
+    "FileInfo",
+    "Files",
     "Handler",
     "HeartbeatInfo",
     "LeasedTask",

@@ -6,7 +6,9 @@ because a worker's hot loop needs it: httpx stalls near 700 requests/s.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
@@ -17,7 +19,9 @@ from conveyor.domain.tasks import TaskError, TaskResult, TaskSpec
 from conveyor.engines.engine import Completion
 from conveyor.errors import NotFound
 from conveyor.sdk import _calls as calls
+from conveyor.sdk._batches import AsyncBatches
 from conveyor.sdk._calls import PutOptions, QueueOptions
+from conveyor.sdk._files import AsyncFiles
 from conveyor.sdk._models import (
     CompleteOutcome,
     HeartbeatInfo,
@@ -29,6 +33,7 @@ from conveyor.sdk._models import (
     TaskList,
 )
 from conveyor.sdk._streams import RESULT, StreamReader
+from conveyor.sdk._uploads import CHUNK_BYTES, Download, Multipart
 
 T = TypeVar("T")
 
@@ -39,8 +44,11 @@ class AsyncClient:
     The server is `server`, else CONVEYOR_URL, else http://127.0.0.1:8080; the API key is
     `api_key`, else CONVEYOR_API_KEY. HTTP errors raise the Conveyor error they stand for
     (`NotFound`, `LeaseLost`, ...); a server that cannot be reached raises aiohttp's
-    `ClientError`.
+    `ClientError`. `files` and `batches` are OpenAI's Files and Batch APIs.
     """
+
+    files: AsyncFiles
+    batches: AsyncBatches
 
     def __init__(
         self,
@@ -55,6 +63,8 @@ class AsyncClient:
         self._timeout_s = timeout_s
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None  # made on first use, in the loop
+        self.files = AsyncFiles(self)
+        self.batches = AsyncBatches(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -88,12 +98,33 @@ class AsyncClient:
         async with self._http().request(
             call.method,
             self.server + call.path,
-            data=call.body,
+            data=_data(call),
             params=call.params,
+            headers=call.all_headers(),
             timeout=timeout,
         ) as response:
             content = await response.read()
         return calls.answer(call, response.status, content)
+
+    async def save(self, call: calls.Call[None], path: str | os.PathLike[str]) -> Path:
+        """Send one prepared call and write its 2xx body to `path` as it arrives."""
+        timeout = None if call.timeout_s is None else aiohttp.ClientTimeout(total=call.timeout_s)
+        async with self._http().request(
+            call.method,
+            self.server + call.path,
+            data=_data(call),
+            params=call.params,
+            headers=call.all_headers(),
+            timeout=timeout,
+        ) as response:
+            if not 200 <= response.status < 300:
+                calls.answer(call, response.status, await response.read())
+            # written in the loop: a write of at most a chunk lands in the page cache at
+            # once, unlike the reads of an upload, which may wait for the disk
+            with Download(path) as sink:
+                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                    sink.write(chunk)
+        return sink.path
 
     # ---- queues ----
 
@@ -171,7 +202,7 @@ class AsyncClient:
         async with self._http().request(
             call.method,
             self.server + call.path,
-            data=call.body,
+            data=_data(call),
             params=call.params,
             timeout=timeout,
         ) as response:
@@ -269,3 +300,8 @@ class AsyncClient:
     async def emit(self, task_id: str, lease_id: str, events: Sequence[TaskEvent]) -> int:
         """Append events to a running task; the id of the last one."""
         return await self.send(calls.emit(task_id, lease_id, events))
+
+
+def _data(call: calls.Call[T]) -> bytes | AsyncIterable[bytes] | None:
+    """What aiohttp sends: the body, or a multipart body's chunks as they are read."""
+    return call.body.async_chunks() if isinstance(call.body, Multipart) else call.body

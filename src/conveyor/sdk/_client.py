@@ -6,7 +6,9 @@ the same over aiohttp, and the one a worker uses.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
@@ -17,7 +19,9 @@ from conveyor.domain.tasks import TaskError, TaskResult, TaskSpec
 from conveyor.engines.engine import Completion
 from conveyor.errors import NotFound
 from conveyor.sdk import _calls as calls
+from conveyor.sdk._batches import Batches
 from conveyor.sdk._calls import PutOptions, QueueOptions
+from conveyor.sdk._files import Files
 from conveyor.sdk._models import (
     CompleteOutcome,
     HeartbeatInfo,
@@ -29,6 +33,7 @@ from conveyor.sdk._models import (
     TaskList,
 )
 from conveyor.sdk._streams import RESULT, StreamReader
+from conveyor.sdk._uploads import Download, Multipart
 
 T = TypeVar("T")
 
@@ -39,8 +44,11 @@ class Client:
     The server is `server`, else CONVEYOR_URL, else http://127.0.0.1:8080; the API key is
     `api_key`, else CONVEYOR_API_KEY. HTTP errors raise the Conveyor error they stand for
     (`NotFound`, `LeaseLost`, ...); a server that cannot be reached raises httpx's
-    `TransportError`.
+    `TransportError`. `files` and `batches` are OpenAI's Files and Batch APIs.
     """
+
+    files: Files
+    batches: Batches
 
     def __init__(
         self,
@@ -55,6 +63,8 @@ class Client:
         self._timeout_s = timeout_s
         self._max_connections = max_connections
         self._client: httpx.Client | None = None  # made on first use
+        self.files = Files(self)
+        self.batches = Batches(self)
 
     def __enter__(self) -> Client:
         return self
@@ -86,11 +96,29 @@ class Client:
         response = self._http().request(
             call.method,
             self.server + call.path,
-            content=call.body,
+            content=_content(call),
             params=call.params,
+            headers=call.all_headers(),
             timeout=self._timeout_s if call.timeout_s is None else call.timeout_s,
         )
         return calls.answer(call, response.status_code, response.content)
+
+    def save(self, call: calls.Call[None], path: str | os.PathLike[str]) -> Path:
+        """Send one prepared call and write its 2xx body to `path` as it arrives."""
+        with self._http().stream(
+            call.method,
+            self.server + call.path,
+            content=_content(call),
+            params=call.params,
+            headers=call.all_headers(),
+            timeout=self._timeout_s if call.timeout_s is None else call.timeout_s,
+        ) as response:
+            if not 200 <= response.status_code < 300:
+                calls.answer(call, response.status_code, response.read())
+            with Download(path) as sink:
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+        return sink.path
 
     # ---- queues ----
 
@@ -165,7 +193,7 @@ class Client:
         with self._http().stream(
             call.method,
             self.server + call.path,
-            content=call.body,
+            content=_content(call),
             params=call.params,
             timeout=call.timeout_s,
         ) as response:
@@ -257,3 +285,8 @@ class Client:
     def emit(self, task_id: str, lease_id: str, events: Sequence[TaskEvent]) -> int:
         """Append events to a running task; the id of the last one."""
         return self.send(calls.emit(task_id, lease_id, events))
+
+
+def _content(call: calls.Call[T]) -> bytes | Iterable[bytes] | None:
+    """What httpx sends: the body, or a multipart body's chunks as they are read."""
+    return call.body.chunks() if isinstance(call.body, Multipart) else call.body

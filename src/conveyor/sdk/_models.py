@@ -1,4 +1,4 @@
-"""What the server answers, as typed objects: tasks, queues, listings, per-item outcomes.
+"""What the server answers, as typed objects: tasks, queues, files, batches, listings, outcomes.
 
 These mirror the JSON of `conveyor.http.wire` field for field (the wire names, such as
 `timeout` and `process_timeout`, are kept so that a printed object matches the API docs).
@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from conveyor.domain.batches import BatchErrors, BatchStatus, RequestCounts, Usage
 from conveyor.domain.retry import Backoff
 from conveyor.domain.states import TaskStatus
 from conveyor.domain.tasks import ResponseMode, TaskError, TaskResult
@@ -142,3 +143,49 @@ class StreamEnd(msgspec.Struct, kw_only=True):
     status: TaskStatus
     result: TaskResult | None = None
     error: TaskError | None = None
+
+
+class FileInfo(msgspec.Struct, kw_only=True):
+    """A file as the API shows it: OpenAI's file object."""
+
+    id: str
+    object: str = "file"
+    bytes: int = 0
+    created_at: int = 0
+    filename: str = ""
+    purpose: str = ""
+    status: str = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
+
+
+class BatchInfo(msgspec.Struct, kw_only=True):
+    """A batch as the API shows it: OpenAI's batch object (Unix-second timestamps)."""
+
+    id: str
+    object: str = "batch"
+    endpoint: str
+    model: str | None = None
+    errors: BatchErrors | None = None
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int = 0
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: RequestCounts = msgspec.field(default_factory=RequestCounts)
+    metadata: dict[str, str] | None = None
+    usage: Usage | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the batch has ended (completed, failed, expired or cancelled)."""
+        return self.status.finished

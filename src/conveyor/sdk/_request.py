@@ -16,6 +16,7 @@ from conveyor.domain.tasks import TaskResult
 from conveyor.errors import ConveyorError
 from conveyor.sdk._errors import error_from
 from conveyor.sdk._models import TaskInfo
+from conveyor.sdk._uploads import Multipart
 
 T = TypeVar("T")
 
@@ -45,9 +46,16 @@ class Call(Generic[T]):
     method: str
     path: str
     read: Callable[[int, bytes], T]
-    body: bytes | None = None
+    body: bytes | Multipart | None = None  # a Multipart body is streamed as it is sent
     params: Mapping[str, str] | None = None
     timeout_s: float | None = None  # None: the client's default
+    headers: Mapping[str, str] | None = None  # on top of the client's own
+
+    def all_headers(self) -> Mapping[str, str] | None:
+        """This call's own headers, with a multipart body's type and length."""
+        if isinstance(self.body, Multipart):
+            return {**(self.headers or {}), **self.body.headers()}
+        return self.headers
 
     @property
     def what(self) -> str:
