@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import os
+import secrets
+import socket
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from conveyor.domain.clock import Clock, system_clock
 from conveyor.engines import Engine, create_engine
 
-ENGINES = ["memory", "sqlite"]
+ENGINES = ["memory", "sqlite", "postgres"]
 
 EngineFactory = Callable[..., Awaitable[Engine]]
 
@@ -21,7 +28,71 @@ def engine_url(name: str, tmp_path: Path) -> str:
         return "memory://"
     if name == "sqlite":
         return f"sqlite:///{tmp_path / 'conveyor.db'}"
+    if name == "postgres":
+        return postgres_url()
     raise AssertionError(name)
+
+
+# ---- PostgreSQL: a schema of its own for each store, dropped after the test ----
+POSTGRES_URL = os.environ.get("CONVEYOR_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+_postgres_schemas: list[str] = []
+
+
+@cache
+def _unreachable(url: str) -> str | None:
+    """Why the server at `url` cannot be reached, or None if it answers (asked once)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 2):
+            return None
+    except OSError as exc:
+        return f"{parts.hostname}:{parts.port}: {exc}"
+
+
+def require_server(what: str, url: str) -> None:
+    """Skip the test when the server is unreachable; under CI=true, fail it instead."""
+    reason = _unreachable(url)
+    if reason is None:
+        return
+    message = f"{what} is not reachable at {reason} (set the URL in the environment)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must run every engine", pytrace=False)
+    pytest.skip(message)
+
+
+def postgres_url() -> str:
+    """A fresh schema on the test PostgreSQL server (created by the engine on open)."""
+    require_server("PostgreSQL", POSTGRES_URL)
+    schema = f"t_{secrets.token_hex(6)}"
+    _postgres_schemas.append(schema)
+    return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
+
+
+def _drop_schemas(schemas: list[str]) -> None:
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            for schema in schemas:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    # in a thread of its own: the test's event loop may still be set on this one
+    thread = threading.Thread(target=asyncio.run, args=(drop(),))
+    thread.start()
+    thread.join()
+
+
+@pytest.fixture(autouse=True)
+def _drop_postgres_schemas() -> Iterator[None]:
+    """Drop the schemas the test's PostgreSQL stores used, once the test is over."""
+    yield
+    if _postgres_schemas:
+        schemas = list(_postgres_schemas)
+        _postgres_schemas.clear()
+        _drop_schemas(schemas)
 
 
 @pytest.fixture(params=ENGINES)

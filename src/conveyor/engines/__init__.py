@@ -29,6 +29,16 @@ def create_engine(url: str, *, clock: Clock = system_clock) -> Engine:
             )
         options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         return SqliteEngine(path, clock=clock, synchronous=options.get("synchronous", "normal"))
+    if parts.scheme in ("postgresql", "postgres"):
+        try:
+            from conveyor.engines.postgres import PostgresEngine
+        except ImportError as exc:
+            raise InvalidInput(
+                f"the PostgreSQL engine needs the asyncpg driver ({exc});"
+                " install it with: pip install asyncpg",
+                param="engine",
+            ) from exc
+        return PostgresEngine(url, clock=clock)
     raise InvalidInput(
         f"unknown engine URL {url!r}; use memory:// or sqlite:///path/to/conveyor.db",
         param="engine",

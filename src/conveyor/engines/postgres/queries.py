@@ -1,0 +1,500 @@
+"""The PostgreSQL engine's schema and statements, by name.
+
+The tables follow the SQLite engine's (statuses as small integers, the same task columns),
+with text compared byte-wise (COLLATE "C", as Python compares strings) and JSON kept as
+bytea, as written. Each index serves one question:
+  ix_ready          the oldest queued tasks of a lane (take)
+  ix_ready_group    the same per fairness group, and the groups of a lane (fair take)
+  ix_scheduled      delayed and backing-off tasks by due time (sweep)
+  ix_leases         running tasks by lease expiry (sweep)
+  ix_deadlines      unfinished tasks with a deadline (sweep)
+  ix_listing        a queue's tasks by state in put order (list_tasks, a queue's running
+                    tasks); queued tasks are listed through ix_ready instead
+  ix_finished       a queue's finished tasks by end time (retention)
+  ix_callbacks      ended tasks whose callback is owed, by due time (the outbox)
+  ix_batch_order    a batch's tasks in put order, its input order (finalization)
+  ix_batch_counts   a batch's unfinished tasks (cancel)
+  ix_records        a project's records of one kind in id order (list_records)
+  ix_records_active the active records of one kind in id order (list_active)
+
+Counts per (queue, level, status) live in `counts`, changed in the transaction that moves
+the tasks, spread over SLOTS rows per key so that concurrent transactions seldom wait on
+one another's counter row; `queue_stats` adds the slots up. `batch_counts` does the same
+for each batch's tasks by how they ended (total, completed, failed, not run), so reading a
+batch's counts costs a few rows however large the batch.
+
+Schema versions are MIGRATIONS[version - 1], applied in order at start-up under an
+advisory lock; version 1 is the whole schema.
+"""
+
+from __future__ import annotations
+
+from conveyor.domain.states import TaskStatus
+
+STATUS_CODES: dict[TaskStatus, int] = {
+    TaskStatus.QUEUED: 0,
+    TaskStatus.SCHEDULED: 1,
+    TaskStatus.RUNNING: 2,
+    TaskStatus.SUCCEEDED: 3,
+    TaskStatus.FAILED: 4,
+    TaskStatus.CANCELLED: 5,
+    TaskStatus.EXPIRED: 6,
+}
+STATUSES: list[TaskStatus] = sorted(STATUS_CODES, key=STATUS_CODES.__getitem__)
+SLOTS = 16
+
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS queues (
+    name text COLLATE "C" PRIMARY KEY,
+    config bytea NOT NULL,
+    paused boolean NOT NULL,
+    retention_s double precision NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS counts (
+    queue text COLLATE "C" NOT NULL,
+    level integer NOT NULL,
+    status integer NOT NULL,
+    slot integer NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (queue, level, status, slot)
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+
+CREATE TABLE IF NOT EXISTS tasks (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task_id text COLLATE "C" NOT NULL UNIQUE,
+    queue text COLLATE "C" NOT NULL,
+    level integer NOT NULL,
+    status integer NOT NULL,
+    grp text COLLATE "C" NOT NULL,
+    run_at double precision NOT NULL,
+    expires_at double precision,
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL,
+    backoff bytea NOT NULL,
+    lease_id text,
+    lease_expires_at double precision,
+    lease_s double precision,
+    worker_id text,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    created_at double precision NOT NULL,
+    started_at double precision,
+    completed_at double precision,
+    fingerprint text NOT NULL,
+    endpoint text NOT NULL,
+    data bytea NOT NULL,
+    response_mode text NOT NULL,
+    callback_url text,
+    timeout_s double precision,
+    custom_id text,
+    batch_id text COLLATE "C",
+    metadata bytea,
+    result bytea,
+    error bytea,
+    callback_due_at double precision,
+    callback_attempts integer NOT NULL DEFAULT 0,
+    result_code integer
+) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.05);
+
+CREATE TABLE IF NOT EXISTS events (
+    task_seq bigint NOT NULL,
+    event_id integer NOT NULL,
+    event text NOT NULL,
+    data bytea NOT NULL,
+    created_at double precision NOT NULL,
+    PRIMARY KEY (task_seq, event_id)
+);
+
+CREATE INDEX IF NOT EXISTS ix_ready ON tasks (queue, level, seq) WHERE status = 0;
+CREATE INDEX IF NOT EXISTS ix_ready_group ON tasks (queue, level, grp, seq) WHERE status = 0;
+CREATE INDEX IF NOT EXISTS ix_scheduled ON tasks (run_at) WHERE status = 1;
+CREATE INDEX IF NOT EXISTS ix_leases ON tasks (lease_expires_at) WHERE status = 2;
+CREATE INDEX IF NOT EXISTS ix_deadlines ON tasks (expires_at)
+    WHERE expires_at IS NOT NULL AND status IN (0, 1, 2);
+CREATE INDEX IF NOT EXISTS ix_listing ON tasks (queue, status, seq) WHERE status >= 1;
+CREATE INDEX IF NOT EXISTS ix_finished ON tasks (queue, completed_at) WHERE status >= 3;
+CREATE INDEX IF NOT EXISTS ix_callbacks ON tasks (callback_due_at)
+    WHERE callback_due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS batch_counts (
+    batch_id text COLLATE "C" NOT NULL,
+    slot integer NOT NULL,
+    total bigint NOT NULL,
+    completed bigint NOT NULL,
+    failed bigint NOT NULL,
+    not_run bigint NOT NULL,
+    PRIMARY KEY (batch_id, slot)
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+
+CREATE INDEX IF NOT EXISTS ix_batch_order ON tasks (batch_id, seq) WHERE batch_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ix_batch_counts ON tasks (batch_id, status, result_code)
+    WHERE batch_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS records (
+    kind text COLLATE "C" NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    project text COLLATE "C" NOT NULL,
+    created_at double precision NOT NULL,
+    body bytea NOT NULL,
+    active boolean NOT NULL,
+    version integer NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+
+CREATE INDEX IF NOT EXISTS ix_records ON records (kind, project, id);
+CREATE INDEX IF NOT EXISTS ix_records_active ON records (kind, id) WHERE active;
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# ---- start-up ----
+# one lock per schema, held for the migrating transaction, so servers starting together
+# take turns (the first creates, the others find it done)
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+SCHEMA_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
+SELECT_SCHEMA_VERSION = "SELECT max(version) FROM schema_version"
+SET_SCHEMA_VERSION = "DELETE FROM schema_version; INSERT INTO schema_version VALUES ({version})"
+
+# What deciding a verb needs (see rows.RowState), and what a batch's counts need.
+STATE_COLUMNS = (
+    "seq, task_id, queue, level, status, grp, run_at, expires_at, attempts, max_attempts,"
+    " backoff, lease_id, lease_expires_at, lease_s, worker_id, cancel_requested, batch_id,"
+    " result_code"
+)
+# Columns read back into a Task, in this order (see rows.py): STATE_COLUMNS lead.
+TASK_COLUMNS = (
+    f"{STATE_COLUMNS}, created_at, started_at, completed_at, endpoint, data, response_mode,"
+    " callback_url, timeout_s, custom_id, metadata, result, error"
+)
+
+# ---- queues ----
+SELECT_QUEUE = "SELECT config FROM queues WHERE name = $1"
+SELECT_QUEUE_FOR_UPDATE = "SELECT config FROM queues WHERE name = $1 FOR UPDATE"
+SELECT_QUEUES = "SELECT config FROM queues ORDER BY name"
+INSERT_QUEUE = """
+INSERT INTO queues (name, config, paused, retention_s) VALUES ($1, $2, $3, $4)
+ON CONFLICT (name) DO NOTHING RETURNING name
+"""
+UPDATE_QUEUE = "UPDATE queues SET config = $2, paused = $3, retention_s = $4 WHERE name = $1"
+# a put holds its queues against an obliterate (which locks them FOR UPDATE) until it commits
+LOCK_QUEUES_FOR_PUT = (
+    "SELECT name FROM queues WHERE name = ANY($1::text[]) ORDER BY name FOR KEY SHARE"
+)
+DELETE_QUEUE = "DELETE FROM queues WHERE name = $1"
+SELECT_QUEUE_COUNTS = """
+SELECT level, status, sum(n)::bigint FROM counts WHERE queue = $1
+GROUP BY level, status HAVING sum(n) <> 0
+"""
+# the age of each listed level's oldest queued task
+OLDEST_RUN_AT = """
+SELECT l.level, t.run_at FROM unnest($2::integer[]) AS l(level)
+CROSS JOIN LATERAL (
+    SELECT run_at FROM tasks WHERE status = 0 AND queue = $1 AND level = l.level
+    ORDER BY seq LIMIT 1
+) t
+"""
+DELETE_QUEUE_COUNTS = "DELETE FROM counts WHERE queue = $1"
+DELETE_QUEUE_EVENTS = (
+    "DELETE FROM events WHERE task_seq IN (SELECT seq FROM tasks WHERE queue = $1)"
+)
+DELETE_QUEUE_TASKS = "DELETE FROM tasks WHERE queue = $1"
+ANY_RUNNING = "SELECT EXISTS (SELECT 1 FROM tasks WHERE queue = $1 AND status = 2)"
+# The counts of one transaction, as one statement in key order (so two transactions that
+# touch the same rows lock them in the same order), run with the COMMIT (see tx.py).
+UPSERT_COUNTS = """
+INSERT INTO counts (queue, level, status, slot, n) VALUES {values}
+ON CONFLICT (queue, level, status, slot) DO UPDATE SET n = counts.n + excluded.n
+"""
+UPSERT_BATCH_COUNTS = """
+INSERT INTO batch_counts (batch_id, slot, total, completed, failed, not_run) VALUES {values}
+ON CONFLICT (batch_id, slot) DO UPDATE SET total = batch_counts.total + excluded.total,
+    completed = batch_counts.completed + excluded.completed,
+    failed = batch_counts.failed + excluded.failed,
+    not_run = batch_counts.not_run + excluded.not_run
+"""
+DELETE_QUEUE_BATCH_COUNTS = """
+DELETE FROM batch_counts WHERE batch_id IN (
+    SELECT DISTINCT batch_id FROM tasks WHERE queue = $1 AND batch_id IS NOT NULL
+)
+"""
+
+# ---- events ----
+LAST_EVENT_ID = "SELECT coalesce(max(event_id), 0) FROM events WHERE task_seq = $1"
+INSERT_EVENTS = """
+INSERT INTO events (task_seq, event_id, event, data, created_at)
+SELECT $1, $2 + n, e.event, e.data, $3
+FROM unnest($4::text[], $5::bytea[]) WITH ORDINALITY AS e(event, data, n)
+"""
+# the task's seq (none: no such task) with its events above $2, if any
+LIST_EVENTS = """
+SELECT t.seq, e.event_id, e.event, e.data, e.created_at FROM tasks t
+LEFT JOIN LATERAL (
+    SELECT event_id, event, data, created_at FROM events
+    WHERE task_seq = t.seq AND event_id > $2 ORDER BY event_id LIMIT $3
+) e ON true
+WHERE t.task_id = $1
+ORDER BY e.event_id
+"""
+DELETE_EVENTS = "DELETE FROM events WHERE task_seq = ANY($1::bigint[])"
+
+# ---- put ----
+INSERT_TASKS = """
+INSERT INTO tasks (
+    task_id, queue, level, status, grp, run_at, expires_at, max_attempts, backoff,
+    created_at, fingerprint, endpoint, data, response_mode, callback_url, timeout_s,
+    custom_id, batch_id, metadata
+)
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::integer[], $4::integer[], $5::text[], $6::float8[],
+    $7::float8[], $8::integer[], $9::bytea[], $10::float8[], $11::text[], $12::text[],
+    $13::bytea[], $14::text[], $15::text[], $16::float8[], $17::text[], $18::text[],
+    $19::bytea[]
+)
+ON CONFLICT (task_id) DO NOTHING
+RETURNING task_id
+"""
+SELECT_FINGERPRINTS = "SELECT task_id, fingerprint FROM tasks WHERE task_id = ANY($1::text[])"
+
+# ---- take (LaneSource) ----
+# Up to $5 queued tasks of each source (a queue's lanes $4[lo:hi], most urgent first),
+# oldest first within a lane, locked; tasks another taker holds are skipped. A paused or
+# unknown queue gives nothing. The LIMIT stops at $5 per source, so a source whose first
+# lane has enough locks no more.
+OLDEST_BY_SOURCE = """
+SELECT s.i, c.level, c.seq, c.task_id, c.grp
+FROM unnest($1::text[], $2::integer[], $3::integer[]) WITH ORDINALITY AS s(queue, lo, hi, i)
+CROSS JOIN LATERAL (
+    SELECT l.level, t.seq, t.task_id, t.grp
+    FROM unnest(($4::integer[])[s.lo:s.hi]) AS l(level)
+    CROSS JOIN LATERAL (
+        SELECT seq, task_id, grp FROM tasks
+        WHERE status = 0 AND queue = s.queue AND level = l.level
+        ORDER BY seq LIMIT $5
+        FOR UPDATE SKIP LOCKED
+    ) t
+    LIMIT $5
+) c
+WHERE EXISTS (SELECT 1 FROM queues WHERE name = s.queue AND NOT paused)
+"""
+# Up to $4 queued tasks of each (lane, group), oldest first, locked; skips held ones.
+OLDEST_BY_GROUP = """
+SELECT g.i, t.seq, t.task_id
+FROM unnest($1::text[], $2::integer[], $3::text[]) WITH ORDINALITY AS g(queue, level, grp, i)
+CROSS JOIN LATERAL (
+    SELECT seq, task_id FROM tasks
+    WHERE status = 0 AND queue = g.queue AND level = g.level AND grp = g.grp
+    ORDER BY seq LIMIT $4
+    FOR UPDATE SKIP LOCKED
+) t
+"""
+# The lanes with queued tasks among those given, of queues that are not paused.
+LANES_WITH_WORK = """
+SELECT l.i FROM unnest($1::text[], $2::integer[]) WITH ORDINALITY AS l(queue, level, i)
+WHERE EXISTS (SELECT 1 FROM queues WHERE name = l.queue AND NOT paused)
+  AND EXISTS (SELECT 1 FROM tasks WHERE status = 0 AND queue = l.queue AND level = l.level)
+"""
+# For each (lane, lower bound): up to $4 groups with queued tasks from the bound up, in
+# order, walking the index one group at a time (a group's tasks are never scanned).
+# "grp > x" is written as "grp >= x || chr(1)" by the caller, as no text holds chr(0).
+GROUPS_FROM = """
+SELECT l.i, w.grp
+FROM unnest($1::text[], $2::integer[], $3::text[]) WITH ORDINALITY AS l(queue, level, lower, i)
+CROSS JOIN LATERAL (
+    WITH RECURSIVE walk(grp, n) AS (
+        (SELECT grp, 1 FROM tasks
+         WHERE status = 0 AND queue = l.queue AND level = l.level AND grp >= l.lower
+         ORDER BY grp LIMIT 1)
+        UNION ALL
+        SELECT nxt.grp, walk.n + 1 FROM walk
+        CROSS JOIN LATERAL (
+            SELECT grp FROM tasks
+            WHERE status = 0 AND queue = l.queue AND level = l.level AND grp > walk.grp
+            ORDER BY grp LIMIT 1
+        ) nxt
+        WHERE walk.n < $4
+    )
+    SELECT grp, n FROM walk
+) w
+ORDER BY l.i, w.n
+"""
+# sequential takes: one taker at a time per queue, across every server
+LOCK_QUEUES_FOR_SEQUENTIAL = (
+    "SELECT name FROM queues WHERE name = ANY($1::text[]) ORDER BY name FOR NO KEY UPDATE"
+)
+QUEUES_RUNNING = """
+SELECT q.name FROM unnest($1::text[]) AS q(name)
+WHERE EXISTS (SELECT 1 FROM tasks WHERE queue = q.name AND status = 2)
+"""
+# The lease id is minted by PostgreSQL per row: 122 random bits, a fencing token.
+CLAIM = f"""
+UPDATE tasks SET status = 2, attempts = attempts + 1, started_at = $1,
+    lease_id = replace(gen_random_uuid()::text, '-', ''), worker_id = $2,
+    lease_expires_at = $3, lease_s = $4
+WHERE seq = ANY($5::bigint[]) AND status = 0
+RETURNING {TASK_COLUMNS}
+"""
+
+# ---- settle ----
+SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1"
+SELECT_STATE = f"SELECT {STATE_COLUMNS} FROM tasks WHERE task_id = $1 FOR UPDATE"
+# rows locked in seq order, the order every multi-row writer that waits uses
+SELECT_STATES = (
+    f"SELECT {STATE_COLUMNS} FROM tasks WHERE task_id = ANY($1::text[]) ORDER BY seq FOR UPDATE"
+)
+# the callback falls due when a task with a callback URL ends (the outbox)
+SETTLE = f"""
+UPDATE tasks SET status = $2, run_at = coalesce($3, run_at), completed_at = $4,
+    result = coalesce($5, result), error = coalesce($6, error),
+    result_code = coalesce($7, result_code),
+    lease_id = NULL, lease_expires_at = NULL, lease_s = NULL,
+    callback_due_at = CASE WHEN callback_url IS NULL THEN NULL ELSE $8::float8 END,
+    callback_attempts = 0
+WHERE seq = $1
+RETURNING {TASK_COLUMNS}
+"""
+SETTLE_MANY = """
+UPDATE tasks t SET status = u.status, run_at = coalesce(u.run_at, t.run_at),
+    completed_at = u.completed_at,
+    result = coalesce(u.result, t.result), error = coalesce(u.error, t.error),
+    result_code = coalesce(u.result_code, t.result_code),
+    lease_id = NULL, lease_expires_at = NULL, lease_s = NULL,
+    callback_due_at = CASE WHEN t.callback_url IS NULL THEN NULL ELSE u.callback_due END,
+    callback_attempts = 0
+FROM unnest(
+    $1::bigint[], $2::integer[], $3::float8[], $4::float8[], $5::bytea[], $6::bytea[],
+    $7::integer[], $8::float8[]
+) AS u(seq, status, run_at, completed_at, result, error, result_code, callback_due)
+WHERE t.seq = u.seq
+"""
+EXTEND_LEASE = "UPDATE tasks SET lease_expires_at = $2 WHERE seq = $1"
+MARK_CANCEL = f"UPDATE tasks SET cancel_requested = true WHERE seq = $1 RETURNING {TASK_COLUMNS}"
+MARK_CANCEL_MANY = "UPDATE tasks SET cancel_requested = true WHERE seq = ANY($1::bigint[])"
+RESET_FOR_REQUEUE = "UPDATE tasks SET attempts = 0, error = NULL WHERE seq = $1"
+
+# ---- batches ----
+BATCH_COUNTS = """
+SELECT coalesce(sum(total), 0)::bigint, coalesce(sum(completed), 0)::bigint,
+    coalesce(sum(failed), 0)::bigint, coalesce(sum(not_run), 0)::bigint
+FROM batch_counts WHERE batch_id = $1
+"""
+BATCH_PAGE = f"""
+SELECT {TASK_COLUMNS} FROM tasks
+WHERE batch_id = $1 AND batch_id IS NOT NULL AND seq > $2 ORDER BY seq LIMIT $3
+"""
+# what a batch cancel acts on: tasks waiting to run, and running ones not yet asked to
+# stop; one held by another writer is left for the next call (cancels are repeated)
+BATCH_TO_CANCEL = f"""
+SELECT {STATE_COLUMNS} FROM tasks
+WHERE batch_id = $1 AND batch_id IS NOT NULL AND status IN (0, 1, 2)
+  AND (status <> 2 OR NOT cancel_requested)
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+
+# ---- callbacks ----
+CLAIM_CALLBACKS = f"""
+UPDATE tasks SET callback_due_at = $1, callback_attempts = callback_attempts + 1
+WHERE seq IN (
+    SELECT seq FROM tasks WHERE callback_due_at IS NOT NULL AND callback_due_at <= $2
+    ORDER BY callback_due_at LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING callback_attempts, {TASK_COLUMNS}
+"""
+SETTLE_CALLBACK = (
+    "UPDATE tasks SET callback_due_at = $1 WHERE task_id = $2 AND callback_due_at IS NOT NULL"
+)
+
+# ---- sweep: each step skips rows another writer holds (another server's sweep too) ----
+PROMOTE = """
+UPDATE tasks SET status = 0 WHERE seq IN (
+    SELECT seq FROM tasks WHERE status = 1 AND run_at <= $1 ORDER BY run_at LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING queue, level
+"""
+PAST_DEADLINE = f"""
+SELECT {STATE_COLUMNS} FROM tasks
+WHERE expires_at IS NOT NULL AND status IN (0, 1, 2) AND expires_at <= $1
+ORDER BY expires_at LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+EXPIRED_LEASES = f"""
+SELECT {STATE_COLUMNS} FROM tasks
+WHERE status = 2 AND lease_expires_at <= $1 ORDER BY lease_expires_at LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+# finished tasks past their queue's retention, oldest first, up to $2 per queue; a batch
+# still running keeps its tasks (its output file is written from them)
+PURGE = """
+DELETE FROM tasks WHERE seq IN (
+    SELECT p.seq FROM queues q
+    CROSS JOIN LATERAL (
+        SELECT seq FROM tasks
+        WHERE queue = q.name AND status >= 3 AND completed_at <= $1 - q.retention_s
+          AND (batch_id IS NULL OR NOT EXISTS (
+              SELECT 1 FROM records r WHERE r.kind = 'batch' AND r.active AND r.id = batch_id))
+        ORDER BY completed_at LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) p
+)
+RETURNING seq, queue, level, status, batch_id, result_code
+"""
+NEXT_DUE = """
+SELECT
+    (SELECT min(run_at) FROM tasks WHERE status = 1),
+    (SELECT min(lease_expires_at) FROM tasks WHERE status = 2),
+    (SELECT min(expires_at) FROM tasks WHERE expires_at IS NOT NULL AND status IN (0, 1, 2))
+"""
+
+# ---- listing ----
+# a queue's queued tasks after $2 in put order, each level from its own index range
+LIST_QUEUED = f"""
+SELECT t.* FROM generate_series(0, $4) AS l(level)
+CROSS JOIN LATERAL (
+    SELECT {TASK_COLUMNS} FROM tasks
+    WHERE status = 0 AND queue = $1 AND level = l.level AND seq > $2
+    ORDER BY seq LIMIT $3
+) t
+ORDER BY t.seq LIMIT $3
+"""
+LIST_BY_STATUS = f"""
+SELECT t.* FROM unnest($4::integer[]) AS s(status)
+CROSS JOIN LATERAL (
+    SELECT {TASK_COLUMNS} FROM tasks
+    WHERE queue = $1 AND status = s.status AND status >= 1 AND seq > $2
+    ORDER BY seq LIMIT $3
+) t
+ORDER BY t.seq LIMIT $3
+"""
+
+# ---- records (files, batches) ----
+RECORD_COLUMNS = "kind, id, project, created_at, body, active, version"
+INSERT_RECORD = f"""
+INSERT INTO records (kind, id, project, created_at, body, active, version)
+VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT (kind, id) DO NOTHING
+RETURNING {RECORD_COLUMNS}
+"""
+SELECT_RECORD = f"SELECT {RECORD_COLUMNS} FROM records WHERE kind = $1 AND id = $2"
+SELECT_RECORD_VERSION = "SELECT version FROM records WHERE kind = $1 AND id = $2"
+LIST_RECORDS_ASC = f"""
+SELECT {RECORD_COLUMNS} FROM records
+WHERE kind = $1 AND project = $2 AND id > $3 ORDER BY id LIMIT $4
+"""
+LIST_RECORDS_DESC = f"""
+SELECT {RECORD_COLUMNS} FROM records
+WHERE kind = $1 AND project = $2 AND id < $3 ORDER BY id DESC LIMIT $4
+"""
+LIST_RECORDS_NEWEST = f"""
+SELECT {RECORD_COLUMNS} FROM records
+WHERE kind = $1 AND project = $2 ORDER BY id DESC LIMIT $3
+"""
+REPLACE_RECORD = f"""
+UPDATE records SET body = $1, active = $2, version = version + 1
+WHERE kind = $3 AND id = $4 AND version = $5 RETURNING {RECORD_COLUMNS}
+"""
+DELETE_RECORD = "DELETE FROM records WHERE kind = $1 AND id = $2 RETURNING id"
+LIST_ACTIVE = f"""
+SELECT {RECORD_COLUMNS} FROM records
+WHERE kind = $1 AND active AND id > $2 ORDER BY id LIMIT $3
+"""
