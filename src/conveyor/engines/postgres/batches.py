@@ -4,7 +4,7 @@ Counts live in batch_counts, changed with the tasks they count (a put adds to `t
 task that ends moves into `completed`, `failed` or `not_run`: settle.py, tx.py), so a read
 costs a few rows however large the batch. Two partial indexes hold only tasks that belong
 to a batch, so other tasks pay nothing for them: ix_batch_order lists a batch's tasks in
-put order (its input order), ix_batch_counts finds its unfinished ones.
+put order (its input order), ix_batch_unfinished finds its unfinished ones.
 """
 
 from __future__ import annotations

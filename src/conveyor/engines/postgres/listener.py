@@ -48,6 +48,7 @@ class Listener:
         self._stop = asyncio.Event()
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._conn: Any = None  # the listening connection, while there is one
         self.reconnects = 0
 
     async def start(self) -> None:
@@ -75,11 +76,19 @@ class Listener:
         return conn
 
     async def _run(self, conn: Any) -> None:
+        try:
+            await self._listen_until_stopped(conn)
+        finally:
+            if self._conn is not None:
+                await self._close(self._conn)
+
+    async def _listen_until_stopped(self, conn: Any) -> None:
         failures = 0
+        self._conn = conn
         while not self._stop.is_set():
             if conn is None:
                 try:
-                    conn = await self._listen()
+                    conn = self._conn = await self._listen()
                 except Exception as exc:
                     delay = RECONNECT_S[min(failures, len(RECONNECT_S) - 1)]
                     failures += 1
@@ -94,7 +103,7 @@ class Listener:
             except Exception as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting", exc)
             await self._close(conn)
-            conn = None
+            conn = self._conn = None
 
     async def _watch(self, conn: Any) -> None:
         """Return when the connection is lost or the listener stops; check it when idle."""

@@ -13,7 +13,7 @@ bytea, as written. Each index serves one question:
   ix_finished       a queue's finished tasks by end time (retention)
   ix_callbacks      ended tasks whose callback is owed, by due time (the outbox)
   ix_batch_order    a batch's tasks in put order, its input order (finalization)
-  ix_batch_counts   a batch's unfinished tasks (cancel)
+  ix_batch_unfinished a batch's unfinished tasks (cancel)
   ix_records        a project's records of one kind in id order (list_records)
   ix_records_active the active records of one kind in id order (list_active)
 
@@ -126,8 +126,8 @@ CREATE TABLE IF NOT EXISTS batch_counts (
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 
 CREATE INDEX IF NOT EXISTS ix_batch_order ON tasks (batch_id, seq) WHERE batch_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ix_batch_counts ON tasks (batch_id, status, result_code)
-    WHERE batch_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ix_batch_unfinished ON tasks (batch_id, seq)
+    WHERE batch_id IS NOT NULL AND status IN (0, 1, 2);
 
 CREATE TABLE IF NOT EXISTS records (
     kind text COLLATE "C" NOT NULL,
@@ -394,11 +394,11 @@ FOR UPDATE SKIP LOCKED
 # ---- callbacks ----
 CLAIM_CALLBACKS = f"""
 UPDATE tasks SET callback_due_at = $1, callback_attempts = callback_attempts + 1
-WHERE seq IN (
+WHERE seq = ANY(ARRAY(
     SELECT seq FROM tasks WHERE callback_due_at IS NOT NULL AND callback_due_at <= $2
     ORDER BY callback_due_at LIMIT $3
     FOR UPDATE SKIP LOCKED
-)
+))
 RETURNING callback_attempts, {TASK_COLUMNS}
 """
 SETTLE_CALLBACK = (
@@ -406,11 +406,13 @@ SETTLE_CALLBACK = (
 )
 
 # ---- sweep: each step skips rows another writer holds (another server's sweep too) ----
+# (rows chosen by a sub-select are addressed as seq = ANY(ARRAY(...)): with IN, the planner
+# expecting up to $2 of them would rather hash them and read the whole table)
 PROMOTE = """
-UPDATE tasks SET status = 0 WHERE seq IN (
+UPDATE tasks SET status = 0 WHERE seq = ANY(ARRAY(
     SELECT seq FROM tasks WHERE status = 1 AND run_at <= $1 ORDER BY run_at LIMIT $2
     FOR UPDATE SKIP LOCKED
-)
+))
 RETURNING queue, level
 """
 PAST_DEADLINE = f"""
@@ -427,7 +429,7 @@ FOR UPDATE SKIP LOCKED
 # finished tasks past their queue's retention, oldest first, up to $2 per queue; a batch
 # still running keeps its tasks (its output file is written from them)
 PURGE = """
-DELETE FROM tasks WHERE seq IN (
+DELETE FROM tasks WHERE seq = ANY(ARRAY(
     SELECT p.seq FROM queues q
     CROSS JOIN LATERAL (
         SELECT seq FROM tasks
@@ -437,7 +439,7 @@ DELETE FROM tasks WHERE seq IN (
         ORDER BY completed_at LIMIT $2
         FOR UPDATE SKIP LOCKED
     ) p
-)
+))
 RETURNING seq, queue, level, status, batch_id, result_code
 """
 NEXT_DUE = """

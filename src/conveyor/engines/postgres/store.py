@@ -80,7 +80,7 @@ def server_settings(target: Target) -> dict[str, str]:
     """Settings every connection starts with."""
     return {
         "search_path": target.schema,
-        "application_name": "conveyor",
+        "application_name": f"conveyor {target.schema}",
         # the engine writes string literals itself (tx.py): they must mean what they say
         "standard_conforming_strings": "on",
         # every statement is small and indexed; compiling one would cost more than it runs

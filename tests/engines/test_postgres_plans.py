@@ -1,0 +1,170 @@
+"""Every hot PostgreSQL statement walks the index meant for it, and a take costs the same
+with 1,000 or 100,000 tasks queued (asserted on the plans and the pages they touch)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from conveyor.engines import create_engine
+from conveyor.engines.postgres import queries as q
+from tests.conftest import POSTGRES_URL, drop_postgres_schemas, require_server
+
+NOW = 1_000_000.0
+# Tasks of every kind: most queued, in two queues, three levels, fifty groups, some in
+# batches; some scheduled, running, finished (a few owing callbacks), with deadlines.
+FILL = """
+INSERT INTO tasks (
+    task_id, queue, level, status, grp, run_at, expires_at, max_attempts, backoff,
+    lease_expires_at, created_at, completed_at, fingerprint, endpoint, data, response_mode,
+    batch_id, callback_due_at
+)
+SELECT
+    'p' || lpad(i::text, 9, '0'),
+    CASE WHEN i % 11 = 0 THEN 'other' ELSE 'q' END,
+    i % 3,
+    s.status,
+    'g' || (i % 50),
+    CASE WHEN s.status = 1 THEN $2 + i ELSE $2 - $1 + i END,
+    CASE WHEN i % 5 = 0 AND s.status <= 2 THEN $2 + i END,
+    3, '{}',
+    CASE WHEN s.status = 2 THEN $2 + i END,
+    $2 - $1 + i,
+    CASE WHEN s.status >= 3 THEN $2 - $1 + i END,
+    '', '', '{}', 'callback',
+    CASE WHEN i % 4 = 0 THEN 'b' || (i % 20) END,
+    CASE WHEN s.status >= 3 AND i % 3 = 0 THEN $2 + i END
+FROM generate_series(1, $1) AS i
+CROSS JOIN LATERAL (
+    SELECT CASE i % 10 WHEN 6 THEN 1 WHEN 7 THEN 2 WHEN 8 THEN 3 WHEN 9 THEN 4 ELSE 0 END
+) AS s(status)
+"""
+QUEUE = "INSERT INTO queues (name, config, paused, retention_s) VALUES ($1, '{}', false, 60)"
+
+TAKE = (["q"], [1], [10], list(range(10)), 10)  # OLDEST_BY_SOURCE: q's ten levels, size 10
+
+# statement -> (its parameters, the indexes its plan must use)
+EXPECTED: dict[str, tuple[tuple[Any, ...], set[str]]] = {
+    "OLDEST_BY_SOURCE": (TAKE, {"ix_ready"}),
+    "OLDEST_BY_GROUP": ((["q"], [0], ["g3"], 10), {"ix_ready_group"}),
+    "LANES_WITH_WORK": ((["q", "q"], [0, 1]), {"ix_ready"}),
+    "GROUPS_FROM": ((["q"], [0], [""], 11), {"ix_ready_group"}),
+    "QUEUES_RUNNING": ((["q"],), {"ix_listing"}),
+    "ANY_RUNNING": (("q",), set()),  # ix_listing or ix_leases: both hold running tasks only
+    "CLAIM": ((NOW, "w", NOW + 60, 60.0, [1, 2, 3]), {"tasks_pkey"}),
+    "SELECT_STATE": (("p000000005",), {"tasks_task_id_key"}),
+    "SELECT_STATES": ((["p000000005", "p000000015"],), {"tasks_task_id_key"}),
+    "SELECT_TASK": (("p000000005",), {"tasks_task_id_key"}),
+    "PROMOTE": ((NOW + 20, 10_000), {"ix_scheduled"}),
+    "PAST_DEADLINE": ((NOW + 20, 10_000), {"ix_deadlines"}),
+    "EXPIRED_LEASES": ((NOW + 20, 10_000), {"ix_leases"}),
+    "PURGE": ((NOW - 1, 10_000), {"ix_finished"}),
+    "NEXT_DUE": ((), {"ix_scheduled", "ix_leases", "ix_deadlines"}),
+    "CLAIM_CALLBACKS": ((NOW + 90, NOW + 20, 100), {"ix_callbacks"}),
+    "LIST_QUEUED": (("q", 500, 101, 9), {"ix_ready"}),
+    "LIST_BY_STATUS": (("q", 500, 101, [1, 2, 3]), {"ix_listing"}),
+    "OLDEST_RUN_AT": (("q", [0, 1, 2]), {"ix_ready"}),
+    "BATCH_PAGE": (("b4", 500, 1001), {"ix_batch_order"}),
+    "BATCH_TO_CANCEL": (("b4", 500), {"ix_batch_unfinished"}),
+}
+
+
+def _run(coroutine: Any) -> Any:
+    """Run a coroutine to the end in a thread of its own (fixtures here are synchronous)."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(coroutine)))
+    thread.start()
+    thread.join()
+    return result[0] if result else None
+
+
+async def _fill(schema: str, tasks: int) -> None:
+    engine = create_engine(f"{POSTGRES_URL}?schema={schema}")
+    await engine.open()  # creates the schema
+    await engine.close()
+    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": schema})
+    try:
+        await conn.execute(QUEUE, "q")
+        await conn.execute(QUEUE, "other")
+        await conn.execute(FILL, tasks, NOW)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def stores() -> Iterator[dict[int, str]]:
+    """Two schemas alike but for size: 1,000 and 100,000 tasks."""
+    require_server("PostgreSQL", POSTGRES_URL)
+    schemas = {n: f"t_plans_{n}_{secrets.token_hex(4)}" for n in (1_000, 100_000)}
+    try:
+        for n, schema in schemas.items():
+            _run(_fill(schema, n))
+        yield schemas
+    finally:
+        drop_postgres_schemas(list(schemas.values()))
+
+
+async def explain(schema: str, sql: str, args: tuple[Any, ...], *, analyze: bool) -> Any:
+    """The plan of `sql` (run, then rolled back, if `analyze`), as PostgreSQL's JSON."""
+    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": schema})
+    try:
+        options = "ANALYZE, BUFFERS, " if analyze else ""
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            raw = await conn.fetchval(f"EXPLAIN ({options}FORMAT JSON) {sql}", *args)
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()
+    return json.loads(raw)[0]
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of a plan, depth first."""
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def shape(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
+    return [(node["Node Type"], node.get("Index Name")) for node in nodes(plan)]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+async def test_statement_uses_its_index(stores: dict[int, str], name: str) -> None:
+    args, indexes = EXPECTED[name]
+    plan = (await explain(stores[100_000], getattr(q, name), args, analyze=False))["Plan"]
+    used = {node.get("Index Name") for node in nodes(plan)}
+    assert indexes <= used, shape(plan)
+    scans = [
+        n for n in nodes(plan) if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "tasks"
+    ]
+    assert not scans, shape(plan)
+
+
+async def test_a_take_costs_the_same_with_1000_or_100000_queued(stores: dict[int, str]) -> None:
+    small, big = [
+        await explain(stores[n], q.OLDEST_BY_SOURCE, TAKE, analyze=True) for n in (1_000, 100_000)
+    ]
+    assert shape(small["Plan"]) == shape(big["Plan"])
+    assert small["Plan"]["Actual Rows"] == big["Plan"]["Actual Rows"] == 10
+
+    def pages(plan: dict[str, Any]) -> int:
+        return int(plan["Shared Hit Blocks"] + plan["Shared Read Blocks"])
+
+    # the index is a level or two deeper, nothing more: no page per queued task
+    assert pages(big["Plan"]) <= pages(small["Plan"]) + 12, (
+        pages(small["Plan"]),
+        pages(big["Plan"]),
+    )
+    claim = await explain(stores[100_000], q.CLAIM, EXPECTED["CLAIM"][0], analyze=True)
+    assert pages(claim["Plan"]) < 100
