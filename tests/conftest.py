@@ -68,7 +68,8 @@ def postgres_url() -> str:
     return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
 
 
-def _drop_schemas(schemas: list[str]) -> None:
+def drop_postgres_schemas(schemas: list[str]) -> None:
+    """Drop `schemas` (and all in them) on the test PostgreSQL server."""
     import asyncpg
 
     async def drop() -> None:
@@ -92,7 +93,7 @@ def _drop_postgres_schemas() -> Iterator[None]:
     if _postgres_schemas:
         schemas = list(_postgres_schemas)
         _postgres_schemas.clear()
-        _drop_schemas(schemas)
+        drop_postgres_schemas(schemas)
 
 
 @pytest.fixture(params=ENGINES)
