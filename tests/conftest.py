@@ -17,7 +17,7 @@ import pytest
 from conveyor.domain.clock import Clock, system_clock
 from conveyor.engines import Engine, create_engine
 
-ENGINES = ["memory", "sqlite", "postgres"]
+ENGINES = ["memory", "sqlite", "postgres", "redis"]
 
 EngineFactory = Callable[..., Awaitable[Engine]]
 
@@ -30,6 +30,8 @@ def engine_url(name: str, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'conveyor.db'}"
     if name == "postgres":
         return postgres_url()
+    if name == "redis":
+        return redis_url()
     raise AssertionError(name)
 
 
@@ -94,6 +96,44 @@ def _drop_postgres_schemas() -> Iterator[None]:
         schemas = list(_postgres_schemas)
         _postgres_schemas.clear()
         drop_postgres_schemas(schemas)
+
+
+# ---- Redis: a key prefix of its own for each store, its keys deleted after the test ----
+REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS", "redis://127.0.0.1:6379/0")
+_REDIS_SESSION = secrets.token_hex(4)  # this run's prefixes, apart from any other run's
+_redis_prefixes: list[str] = []
+
+
+def redis_url() -> str:
+    """A fresh key prefix on the test Redis server."""
+    require_server("Redis", REDIS_URL)
+    prefix = f"t{_REDIS_SESSION}{secrets.token_hex(6)}"
+    _redis_prefixes.append(prefix)
+    return f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}prefix={prefix}"
+
+
+def delete_redis_keys(prefixes: list[str]) -> None:
+    """Delete every key under `prefixes` (SCAN, then DEL)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for prefix in prefixes:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start : start + 1000])
+    finally:
+        client.close()
+
+
+@pytest.fixture(autouse=True)
+def _delete_redis_keys() -> Iterator[None]:
+    """Delete the keys the test's Redis stores used, once the test is over."""
+    yield
+    if _redis_prefixes:
+        prefixes = list(_redis_prefixes)
+        _redis_prefixes.clear()
+        delete_redis_keys(prefixes)
 
 
 @pytest.fixture(params=ENGINES)

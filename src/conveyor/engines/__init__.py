@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from conveyor.domain.clock import Clock, system_clock
 from conveyor.engines.engine import Engine
@@ -12,7 +12,8 @@ __all__ = ["Engine", "create_engine"]
 
 
 def create_engine(url: str, *, clock: Clock = system_clock) -> Engine:
-    """An unopened engine for `url`: `memory://` or `sqlite:///path/to/file.db`."""
+    """An unopened engine for `url`: `memory://`, `sqlite:///path/to/file.db`,
+    `redis://host:port/db` (`?prefix=` names its keys)."""
     parts = urlsplit(url)
     if parts.scheme == "memory":
         from conveyor.engines.memory import MemoryEngine
@@ -29,6 +30,8 @@ def create_engine(url: str, *, clock: Clock = system_clock) -> Engine:
             )
         options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         return SqliteEngine(path, clock=clock, synchronous=options.get("synchronous", "normal"))
+    if parts.scheme in ("redis", "rediss"):
+        return _redis_engine(url, clock)
     if parts.scheme in ("postgresql", "postgres"):
         try:
             from conveyor.engines.postgres import PostgresEngine
@@ -43,3 +46,20 @@ def create_engine(url: str, *, clock: Clock = system_clock) -> Engine:
         f"unknown engine URL {url!r}; use memory:// or sqlite:///path/to/conveyor.db",
         param="engine",
     )
+
+
+def _redis_engine(url: str, clock: Clock) -> Engine:
+    """`redis://host:port/db?prefix=conveyor`: the prefix is ours, the rest is redis-py's."""
+    try:
+        from conveyor.engines.redis import RedisEngine
+    except ImportError as exc:
+        raise InvalidInput(
+            f"the Redis engine needs the redis driver ({exc}); install it with:"
+            " pip install 'redis[hiredis]'",
+            param="engine",
+        ) from exc
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "prefix"]
+    prefix = dict(parse_qsl(parts.query)).get("prefix") or "conveyor"
+    plain = urlunsplit(parts._replace(query=urlencode(query)))
+    return RedisEngine(plain, prefix=prefix, clock=clock)

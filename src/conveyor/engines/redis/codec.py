@@ -1,0 +1,277 @@
+"""Tasks in the Redis engine: a task's hash read back as a Task, a NewTask as script arguments,
+and the state a lifecycle decision is made on.
+
+Hash fields: id, s (status), lv, seq, ep, d (data JSON), rm, cb, to, cid, bid, g, md, at,
+ma, bo (backoff JSON), ra, ca, sa, fa (completed_at), ea (expires_at), rs (result JSON),
+rc (result code), er (error JSON), li (lease id), wi, le (lease expiry), ls (lease_s), cr
+(cancel requested), fp (fingerprint), cba (callback attempts). A field is absent for None.
+Times are stored as Python's repr of the float, so they read back exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from conveyor.domain.retry import Backoff
+from conveyor.domain.states import TaskStatus
+from conveyor.domain.tasks import NewTask, ResponseMode, Task, TaskError, TaskResult
+
+Arg = str | bytes | int | float
+
+_any = msgspec.json.Decoder().decode
+_result = msgspec.json.Decoder(TaskResult).decode
+_error = msgspec.json.Decoder(TaskError).decode
+_backoff = msgspec.json.Decoder(Backoff).decode
+encode = msgspec.json.Encoder().encode
+
+STATUSES = {status.value.encode(): status for status in TaskStatus}
+MODES = {mode.value.encode(): mode for mode in ResponseMode}
+
+_backoffs: dict[bytes, Backoff] = {}
+_encoded_backoffs: dict[Backoff, bytes] = {}
+
+
+def decode_backoff(raw: bytes) -> Backoff:
+    """A stored backoff; most tasks share their queue's, so decoded ones are kept."""
+    backoff = _backoffs.get(raw)
+    if backoff is None:
+        if len(_backoffs) > 1_000:
+            _backoffs.clear()
+        backoff = _backoffs[raw] = _backoff(raw)
+    return backoff
+
+
+def encode_backoff(backoff: Backoff) -> bytes:
+    raw = _encoded_backoffs.get(backoff)
+    if raw is None:
+        if len(_encoded_backoffs) > 1_000:
+            _encoded_backoffs.clear()
+        raw = _encoded_backoffs[backoff] = encode(backoff)
+    return raw
+
+
+def fields(flat: Sequence[bytes] | dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """An HGETALL reply as a dict (redis-py makes one; a script's reply is flat)."""
+    if isinstance(flat, dict):
+        return flat
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _float(value: bytes | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def to_task(queue: str, flat: Sequence[bytes] | dict[bytes, bytes]) -> Task:
+    """The Task a hash (as HGETALL answers it) holds."""
+    f = fields(flat)
+    get = f.get
+    metadata = get(b"md")
+    result = get(b"rs")
+    error = get(b"er")
+    return Task(
+        f[b"id"].decode(),
+        queue,
+        int(f[b"lv"]),
+        f[b"ep"].decode(),
+        _any(f[b"d"]),
+        STATUSES[f[b"s"]],
+        MODES[f[b"rm"]],
+        _text(get(b"cb")),
+        _float(get(b"to")),
+        _text(get(b"cid")),
+        _text(get(b"bid")),
+        f[b"g"].decode(),
+        None if metadata is None else _any(metadata),
+        int(f[b"at"]),
+        int(f[b"ma"]),
+        decode_backoff(f[b"bo"]),
+        float(f[b"ra"]),
+        float(f[b"ca"]),
+        _float(get(b"sa")),
+        _float(get(b"fa")),
+        _float(get(b"ea")),
+        None if result is None else _result(result),
+        None if error is None else _error(error),
+        _text(get(b"li")),
+        _text(get(b"wi")),
+        _float(get(b"le")),
+        get(b"cr") == b"1",
+    )
+
+
+def _optional_text(value: str | None) -> str:
+    # '' stands for None, so a present value (maybe empty) gets a one-letter prefix
+    return "" if value is None else "v" + value
+
+
+def put_args(tasks: Sequence[NewTask]) -> list[Arg]:
+    """The PUT script's arguments for `tasks` (scripts.PUT_FIELDS each)."""
+    args: list[Arg] = []
+    for t in tasks:
+        args += (
+            t.task_id,
+            t.level,
+            t.status.value,
+            t.endpoint,
+            t.data_json,
+            t.response_mode.value,
+            _optional_text(t.callback_url),
+            "" if t.timeout_s is None else t.timeout_s,
+            _optional_text(t.custom_id),
+            _optional_text(t.batch_id),
+            t.group,
+            t.metadata_json or "",
+            t.max_attempts,
+            encode_backoff(t.backoff),
+            t.run_at,
+            t.created_at,
+            "" if t.expires_at is None else t.expires_at,
+            t.fingerprint,
+        )
+    return args
+
+
+class State:
+    """A task's state as read (the DECIDE fields), as `lifecycle` sees it.
+
+    A decision made on it is written with all of these fields as the expectation, so the
+    write is refused if any of them moved in between.
+    """
+
+    __slots__ = (
+        "_backoff",
+        "_expiry",
+        "attempts",
+        "cancel_requested",
+        "lease_expires_at",
+        "lease_id",
+        "lease_s",
+        "max_attempts",
+        "status",
+        "task_id",
+    )
+
+    def __init__(self, task_id: str, values: Sequence[bytes | None]) -> None:
+        status, lease_id, expiry, cancel, attempts, max_attempts, backoff, lease_s = values
+        assert status is not None
+        assert backoff is not None
+        self.task_id = task_id
+        self.status = STATUSES[status]
+        self.lease_id = _text(lease_id)
+        self._expiry = expiry or b""
+        self.lease_expires_at = _float(expiry)
+        self.cancel_requested = cancel == b"1"
+        self.attempts = int(attempts or 0)
+        self.max_attempts = int(max_attempts or 0)
+        self._backoff = backoff
+        self.lease_s = _float(lease_s)
+
+    @property
+    def backoff(self) -> Backoff:
+        return decode_backoff(self._backoff)
+
+    def expect(self) -> list[Arg]:
+        """Status, lease id, cancel flag, attempts, lease expiry; no time check."""
+        return [
+            self.status.value,
+            self.lease_id or "",
+            "1" if self.cancel_requested else "0",
+            self.attempts,
+            self._expiry,
+            "",
+        ]
+
+
+class Unknown(Exception):
+    """A decision read a field that a presumed state does not know: read the task first."""
+
+
+class Presumed:
+    """The state a request presumes (a worker's complete presumes its lease is current).
+
+    A decision made on it is written with the presumption as the expectation, and the script
+    refuses if the task is otherwise; then the engine reads the task and decides again. A
+    decision that reads a field the presumption does not cover raises Unknown.
+    """
+
+    __slots__ = ("_cancel", "_lease", "_unexpired_at", "status", "task_id")
+
+    def __init__(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        lease_id: str | None = None,
+        cancel_requested: bool | None = None,
+        unexpired_at: float | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.status = status
+        self._lease = lease_id
+        self._cancel = cancel_requested
+        self._unexpired_at = unexpired_at
+
+    @property
+    def lease_id(self) -> str | None:
+        if self._lease is None:
+            raise Unknown("lease_id")
+        return self._lease
+
+    @property
+    def lease_expires_at(self) -> float | None:
+        if self._unexpired_at is None:
+            raise Unknown("lease_expires_at")
+        return None  # presumed current at `unexpired_at`: the script checks it
+
+    @property
+    def cancel_requested(self) -> bool:
+        if self._cancel is None:
+            raise Unknown("cancel_requested")
+        return self._cancel
+
+    @property
+    def attempts(self) -> int:
+        raise Unknown("attempts")
+
+    @property
+    def max_attempts(self) -> int:
+        raise Unknown("max_attempts")
+
+    @property
+    def backoff(self) -> Backoff:
+        raise Unknown("backoff")
+
+    def expect(self) -> list[Arg]:
+        return [
+            self.status.value,
+            "*" if self._lease is None else self._lease,
+            "*" if self._cancel is None else ("1" if self._cancel else "0"),
+            "*",
+            "*",
+            "" if self._unexpired_at is None else self._unexpired_at,
+        ]
+
+
+def outcome_args(
+    status: TaskStatus,
+    run_at: float | None,
+    completed_at: float | None,
+    result: TaskResult | None,
+    error: TaskError | None,
+) -> list[Arg]:
+    """An outcome as SETTLE's six outcome arguments."""
+    return [
+        status.value,
+        "" if run_at is None else run_at,
+        "" if completed_at is None else completed_at,
+        b"" if result is None else encode(result),
+        "" if result is None else result.status_code,
+        b"" if error is None else encode(error),
+    ]

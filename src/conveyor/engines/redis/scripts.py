@@ -1,0 +1,634 @@
+"""The Redis engine's Lua scripts: each atomic operation is one of these, run by EVALSHA.
+
+Every queue script gets the queue's key base as KEYS[1] (`P:{q:NAME}:`, see keys.py) and
+builds the names of the keys it touches from it, so all of them share the queue's hash tag;
+ARGV[1] is the prefix, for the pub/sub channels. Numbers computed in Lua are handed to
+`redis.call` as numbers, never through `tostring` (which keeps only 14 digits): Redis then
+formats them with 17, which reads back as the same double. Times come from Python (the
+engine's clock); the one use of Redis `TIME` is the put order `seq`, which only orders.
+
+The scripts decide nothing that `conveyor.domain` decides: they index, count, check that a
+task is still in the state a decision was made on, and write the outcome they are given.
+"""
+
+from __future__ import annotations
+
+# Helpers shared by the queue scripts: the indexes a task is in follow from its status.
+_LIB = r"""
+local B = KEYS[1]
+local P = ARGV[1]
+local FINISHED = {succeeded = true, failed = true, cancelled = true, expired = true}
+local STATE = {'s', 'lv', 'g', 'bid', 'rc', 'seq', 'ra', 'le', 'fa', 'ea', 'li', 'cr',
+               'at', 'ma', 'bo', 'ls', 'cb'}
+local DECIDE = {'s', 'li', 'le', 'cr', 'at', 'ma', 'bo', 'ls'}
+local work = false
+
+local function tkey(id) return B .. 't:' .. id end
+
+local function count(lv, st, d)
+  local f = lv .. ':' .. st
+  if redis.call('HINCRBY', B .. 'n', f, d) == 0 then redis.call('HDEL', B .. 'n', f) end
+end
+
+local function bcount(t, d)
+  local k = B .. 'bn:' .. t.bid
+  local f = t.s .. ':' .. (t.rc or '')
+  if redis.call('HINCRBY', k, f, d) == 0 then redis.call('HDEL', k, f) end
+end
+
+local function load(id)
+  local v = redis.call('HMGET', tkey(id), unpack(STATE))
+  if not v[1] then return nil end
+  local t = {id = id}
+  for i = 1, #STATE do
+    if v[i] then t[STATE[i]] = v[i] end
+  end
+  return t
+end
+
+local function leave(t)
+  local id, st = t.id, t.s
+  redis.call('ZREM', B .. 's:' .. st, id)
+  if st == 'queued' then
+    redis.call('ZREM', B .. 'r:' .. t.lv, id)
+    local gk = B .. 'rg:' .. t.lv .. ':' .. t.g
+    redis.call('ZREM', gk, id)
+    if redis.call('EXISTS', gk) == 0 then redis.call('ZREM', B .. 'g:' .. t.lv, t.g) end
+  elseif st == 'scheduled' then
+    redis.call('ZREM', B .. 'sched', id)
+  elseif st == 'running' then
+    redis.call('ZREM', B .. 'lease', id)
+  elseif FINISHED[st] then
+    redis.call('ZREM', B .. 'fin', id)
+  end
+  count(t.lv, st, -1)
+  if t.bid then
+    bcount(t, -1)
+    if not FINISHED[st] then redis.call('ZREM', B .. 'ba:' .. t.bid, id) end
+  end
+end
+
+local function enter(t)
+  local id, st = t.id, t.s
+  redis.call('ZADD', B .. 's:' .. st, t.seq, id)
+  if st == 'queued' then
+    redis.call('ZADD', B .. 'r:' .. t.lv, t.seq, id)
+    redis.call('ZADD', B .. 'rg:' .. t.lv .. ':' .. t.g, t.seq, id)
+    redis.call('ZADD', B .. 'g:' .. t.lv, 0, t.g)
+    work = true
+  elseif st == 'scheduled' then
+    redis.call('ZADD', B .. 'sched', t.ra, id)
+  elseif st == 'running' then
+    redis.call('ZADD', B .. 'lease', t.le, id)
+  end
+  if FINISHED[st] then
+    redis.call('ZADD', B .. 'fin', t.fa, id)
+    if t.ea then redis.call('ZREM', B .. 'dead', id) end
+  elseif t.ea then
+    redis.call('ZADD', B .. 'dead', t.ea, id)
+  end
+  count(t.lv, st, 1)
+  if t.bid then
+    bcount(t, 1)
+    if not FINISHED[st] then redis.call('ZADD', B .. 'ba:' .. t.bid, t.seq, id) end
+  end
+end
+
+-- Write an outcome {s, ra, fa, rs, rc, er} ('' for none): the lease ends, the task moves.
+local function settle(t, o)
+  leave(t)
+  local k = tkey(t.id)
+  redis.call('HDEL', k, 'li', 'le', 'ls')
+  t.li, t.le, t.ls = nil, nil, nil
+  local set = {'s', o.s, 'cba', '0'}
+  if o.fa ~= '' then
+    set[#set + 1] = 'fa'; set[#set + 1] = o.fa; t.fa = o.fa
+  else
+    redis.call('HDEL', k, 'fa'); t.fa = nil
+  end
+  if o.rs ~= '' then
+    set[#set + 1] = 'rs'; set[#set + 1] = o.rs
+    set[#set + 1] = 'rc'; set[#set + 1] = o.rc; t.rc = o.rc
+  end
+  if o.er ~= '' then set[#set + 1] = 'er'; set[#set + 1] = o.er end
+  if o.ra ~= '' then set[#set + 1] = 'ra'; set[#set + 1] = o.ra; t.ra = o.ra end
+  redis.call('HSET', k, unpack(set))
+  t.s = o.s
+  enter(t)
+  if FINISHED[o.s] then
+    redis.call('PUBLISH', P .. ':t:' .. t.id, o.s)
+    if t.cb then
+      -- the outbox: a task with a callback URL owes one when it ends
+      redis.call('ZADD', B .. 'cb', t.fa, t.id)
+      redis.call('PUBLISH', P .. ':cb', '')
+    end
+  elseif t.cb then
+    redis.call('ZREM', B .. 'cb', t.id)
+  end
+end
+
+-- Does the task still stand where a decision was made? Status, lease id, cancel flag,
+-- attempts, lease expiry ('*': any), and unexpired at ('': no check).
+local function matches(t, es, el, ec, ea, ele, now)
+  if es ~= '*' and t.s ~= es then return false end
+  if el ~= '*' and (t.li or '') ~= el then return false end
+  if ec ~= '*' and (t.cr or '0') ~= ec then return false end
+  if ea ~= '*' and (t.at or '0') ~= ea then return false end
+  if ele ~= '*' and (t.le or '') ~= ele then return false end
+  if now ~= '' and t.le and tonumber(t.le) <= tonumber(now) then return false end
+  return true
+end
+
+local function flush()
+  if work then
+    redis.call('PUBLISH', P .. ':w:' .. string.match(B, '{q:([^}]*)}'), '')
+  end
+end
+"""
+
+PUT_FIELDS = 18
+
+# ARGV: prefix, then per task (PUT_FIELDS): id lv s ep d rm cb to cid bid g md ma bo ra ca
+# ea fp; optional text is '' for None, else 'v' + text. Returns 1/0 per task (created).
+PUT = (
+    _LIB
+    + r"""
+if not redis.call('HGET', B .. 'meta', 'paused') then return redis.error_reply('NOQUEUE') end
+local F = 18
+local n = (#ARGV - 1) / F
+local seen = {}
+local created = {}
+for i = 0, n - 1 do
+  local o = 1 + i * F
+  local id, fp = ARGV[o + 1], ARGV[o + 18]
+  local known = seen[id]
+  if known == nil then known = redis.call('HGET', tkey(id), 'fp') end
+  if known then
+    if known ~= fp then return redis.error_reply('CONFLICT ' .. id) end
+    created[i + 1] = 0
+  else
+    seen[id] = fp
+    created[i + 1] = 1
+  end
+end
+local time = redis.call('TIME')
+local seq = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local last = tonumber(redis.call('HGET', B .. 'meta', 'seq') or '0')
+if seq <= last then seq = last + 1 end
+local stored = false
+for i = 0, n - 1 do
+  if created[i + 1] == 1 then
+    local o = 1 + i * F
+    local id = ARGV[o + 1]
+    local t = {id = id, lv = ARGV[o + 2], s = ARGV[o + 3], g = ARGV[o + 11], seq = seq,
+               ra = ARGV[o + 15]}
+    local f = {'id', id, 's', t.s, 'lv', t.lv, 'seq', seq, 'ep', ARGV[o + 4], 'd', ARGV[o + 5],
+               'rm', ARGV[o + 6], 'g', t.g, 'at', '0', 'ma', ARGV[o + 13], 'bo', ARGV[o + 14],
+               'ra', t.ra, 'ca', ARGV[o + 16], 'cr', '0', 'cba', '0', 'fp', ARGV[o + 18]}
+    if ARGV[o + 7] ~= '' then
+      t.cb = string.sub(ARGV[o + 7], 2); f[#f + 1] = 'cb'; f[#f + 1] = t.cb
+    end
+    if ARGV[o + 8] ~= '' then f[#f + 1] = 'to'; f[#f + 1] = ARGV[o + 8] end
+    if ARGV[o + 9] ~= '' then f[#f + 1] = 'cid'; f[#f + 1] = string.sub(ARGV[o + 9], 2) end
+    if ARGV[o + 10] ~= '' then
+      t.bid = string.sub(ARGV[o + 10], 2); f[#f + 1] = 'bid'; f[#f + 1] = t.bid
+      redis.call('ZADD', B .. 'b:' .. t.bid, seq, id)
+    end
+    if ARGV[o + 12] ~= '' then f[#f + 1] = 'md'; f[#f + 1] = ARGV[o + 12] end
+    if ARGV[o + 17] ~= '' then t.ea = ARGV[o + 17]; f[#f + 1] = 'ea'; f[#f + 1] = t.ea end
+    redis.call('HSET', tkey(id), unpack(f))
+    enter(t)
+    seq = seq + 1
+    stored = true
+  end
+end
+if stored then redis.call('HSET', B .. 'meta', 'seq', seq - 1) end
+flush()
+return created
+"""
+)
+
+# ARGV: prefix, now, lease_expires_at, lease_s, worker_id, one ('1': only while the queue
+# runs no task), most (how many to claim at most), then pairs (task id, new lease id) in the
+# order chosen. Claims, in that order, each that is still queued, up to `most`; returns
+# their fields (HGETALL), in order.
+CLAIM = (
+    _LIB
+    + r"""
+if redis.call('HGET', B .. 'meta', 'paused') ~= '0' then return {} end
+if ARGV[6] == '1' and redis.call('ZCARD', B .. 'lease') > 0 then return {} end
+local most = tonumber(ARGV[7])
+local out = {}
+for i = 8, #ARGV, 2 do
+  local id = ARGV[i]
+  local t = load(id)
+  if t and t.s == 'queued' then
+    leave(t)
+    local k = tkey(id)
+    redis.call('HINCRBY', k, 'at', 1)
+    redis.call('HSET', k, 's', 'running', 'sa', ARGV[2], 'li', ARGV[i + 1], 'wi', ARGV[5],
+               'le', ARGV[3], 'ls', ARGV[4])
+    t.s = 'running'
+    t.le = ARGV[3]
+    enter(t)
+    out[#out + 1] = redis.call('HGETALL', k)
+    if #out >= most then break end
+  end
+end
+return out
+"""
+)
+
+SETTLE_FIELDS = 15
+
+# ARGV: prefix, mode ('full': answer each task's fields, else its status), then per item
+# (SETTLE_FIELDS): id, action (settle | requeue | extend | mark), the state the decision was
+# made on (status, lease id, cancel flag, attempts, lease expiry: '*' for any; unexpired at:
+# '' for no check), the outcome (status, run_at, completed_at, result, result code, error:
+# '' for none), and for extend the new expiry ('' for the unexpired-at time + the lease's
+# own length).
+# Per item: {'ok', fields or status}, {'moved', the state now (DECIDE)} or {'missing'}.
+SETTLE = (
+    _LIB
+    + r"""
+local full = ARGV[2] == 'full'
+local out = {}
+for i = 3, #ARGV, 15 do
+  local id, act = ARGV[i], ARGV[i + 1]
+  local t = load(id)
+  local k = tkey(id)
+  if not t then
+    out[#out + 1] = {'missing'}
+  elseif not matches(t, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
+                     ARGV[i + 7]) then
+    out[#out + 1] = {'moved', redis.call('HMGET', k, unpack(DECIDE))}
+  elseif act == 'extend' then
+    local le = ARGV[i + 14]
+    if le == '' then le = tonumber(ARGV[i + 7]) + tonumber(t.ls or '0') end
+    redis.call('HSET', k, 'le', le)
+    redis.call('ZADD', B .. 'lease', le, id)
+    out[#out + 1] = {'ok', redis.call('HGET', k, 'le')}
+  else
+    if act == 'mark' then
+      redis.call('HSET', k, 'cr', '1')
+      redis.call('PUBLISH', P .. ':t:' .. id, 'cancel')
+    else
+      if act == 'requeue' then
+        redis.call('HSET', k, 'at', '0')
+        redis.call('HDEL', k, 'er')
+      end
+      settle(t, {s = ARGV[i + 8], ra = ARGV[i + 9], fa = ARGV[i + 10], rs = ARGV[i + 11],
+                 rc = ARGV[i + 12], er = ARGV[i + 13]})
+    end
+    if full then
+      out[#out + 1] = {'ok', redis.call('HGETALL', k)}
+    else
+      out[#out + 1] = {'ok', redis.call('HGET', k, 's')}
+    end
+  end
+end
+flush()
+return out
+"""
+)
+
+# ARGV: prefix, now, limit, the deadline outcome (status, completed_at, error), then the ids
+# of batches still running (their finished tasks are kept: the output file is made from
+# them). Promotes due tasks, expires deadlines, purges past retention and reads the expired
+# leases (the domain decides where each goes). Returns {promoted, expired, purged ids, emptied batch ids,
+# {id, DECIDE...} per expired lease, next due scores, 1 if a limit was hit}.
+SWEEP = (
+    _LIB
+    + r"""
+local now, limit = ARGV[2], tonumber(ARGV[3])
+local full = 0
+local due = redis.call('ZRANGEBYSCORE', B .. 'sched', '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(due) do
+  local t = load(id)
+  leave(t)
+  redis.call('HSET', tkey(id), 's', 'queued')
+  t.s = 'queued'
+  enter(t)
+end
+if #due == limit then full = 1 end
+local past = redis.call('ZRANGEBYSCORE', B .. 'dead', '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(past) do
+  settle(load(id), {s = ARGV[4], ra = '', fa = ARGV[5], rs = '', rc = '', er = ARGV[6]})
+end
+if #past == limit then full = 1 end
+local purged, emptied = {}, {}
+local keep = {}
+for i = 7, #ARGV do keep[ARGV[i]] = true end
+local ret = redis.call('HGET', B .. 'meta', 'ret')
+if ret then
+  local cutoff = tonumber(now) - tonumber(ret)
+  local kept = 0
+  while #purged < limit do
+    local old = redis.call('ZRANGEBYSCORE', B .. 'fin', '-inf', cutoff, 'LIMIT', kept, limit)
+    if #old == 0 then break end
+    for _, id in ipairs(old) do
+      local t = load(id)
+      if t.bid and keep[t.bid] then
+        kept = kept + 1
+      elseif #purged < limit then
+        leave(t)
+        if t.cb then redis.call('ZREM', B .. 'cb', id) end
+        if t.bid then
+          local bk = B .. 'b:' .. t.bid
+          redis.call('ZREM', bk, id)
+          if redis.call('EXISTS', bk) == 0 then emptied[#emptied + 1] = t.bid end
+        end
+        redis.call('DEL', tkey(id), B .. 'e:' .. id)
+        purged[#purged + 1] = id
+      end
+    end
+  end
+  if #purged == limit then full = 1 end
+end
+local lapsed = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', B .. 'lease', '-inf', now, 'LIMIT', 0, limit)) do
+  lapsed[#lapsed + 1] = {id, redis.call('HMGET', tkey(id), unpack(DECIDE))}
+end
+if #lapsed == limit then full = 1 end
+local nxt = {}
+for _, z in ipairs({'sched', 'dead'}) do
+  local first = redis.call('ZRANGE', B .. z, 0, 0, 'WITHSCORES')
+  if first[2] then nxt[#nxt + 1] = first[2] end
+end
+-- the leases read above are settled next, so the next one due is the first still current
+local first = redis.call('ZRANGEBYSCORE', B .. 'lease', '(' .. now, '+inf', 'WITHSCORES',
+                         'LIMIT', 0, 1)
+if first[2] then nxt[#nxt + 1] = first[2] end
+flush()
+return {#due, #past, purged, emptied, lapsed, nxt, full}
+"""
+)
+
+# ARGV: prefix, limit, then levels. The state a take strategy reads: {0} unknown queue,
+# {1} paused, else {2, running, {level, queued, {id, seq, ...}}...} for lanes with work.
+SNAPSHOT = r"""
+local B = KEYS[1]
+local paused = redis.call('HGET', B .. 'meta', 'paused')
+if not paused then return {0} end
+if paused ~= '0' then return {1} end
+local limit = tonumber(ARGV[2])
+local out = {2, redis.call('ZCARD', B .. 'lease')}
+for i = 3, #ARGV do
+  local k = B .. 'r:' .. ARGV[i]
+  local n = redis.call('ZCARD', k)
+  if n > 0 then
+    local oldest = {}
+    if limit > 0 then oldest = redis.call('ZRANGE', k, 0, limit - 1, 'WITHSCORES') end
+    out[#out + 1] = {ARGV[i], n, oldest}
+  end
+end
+return out
+"""
+
+# ARGV: prefix, id, lease id, now, then the encoded events. Appends under the lease.
+# {'ok', last event id}, {'moved', DECIDE...} or {'missing'}.
+APPEND_EVENTS = (
+    _LIB
+    + r"""
+local id = ARGV[2]
+local t = load(id)
+if not t then return {'missing'} end
+if not matches(t, 'running', ARGV[3], '*', '*', '*', ARGV[4]) then
+  return {'moved', redis.call('HMGET', tkey(id), unpack(DECIDE))}
+end
+local n = redis.call('RPUSH', B .. 'e:' .. id, unpack(ARGV, 5))
+redis.call('PUBLISH', P .. ':t:' .. id, 'event')
+return {'ok', n}
+"""
+)
+
+# ARGV: prefix, after (seq), limit, check ('1': the queue must exist), then key suffixes of
+# sorted sets scored by seq. Returns {seq, fields} for up to `limit` tasks after `after`,
+# merged in seq order.
+LIST = r"""
+local B = KEYS[1]
+if ARGV[4] == '1' and not redis.call('HGET', B .. 'meta', 'config') then
+  return redis.error_reply('NOQUEUE')
+end
+local limit = tonumber(ARGV[3])
+local all = {}
+for i = 5, #ARGV do
+  local r = redis.call('ZRANGEBYSCORE', B .. ARGV[i], '(' .. ARGV[2], '+inf', 'WITHSCORES',
+                       'LIMIT', 0, limit)
+  for j = 1, #r, 2 do all[#all + 1] = {tonumber(r[j + 1]), r[j], r[j + 1]} end
+end
+if #ARGV > 5 then table.sort(all, function(x, y) return x[1] < y[1] end) end
+local out = {}
+for i = 1, math.min(#all, limit) do
+  out[i] = {all[i][3], redis.call('HGETALL', B .. 't:' .. all[i][2])}
+end
+return out
+"""
+
+# ARGV: prefix. The queue's config, counts ("LEVEL:STATUS", n, ...) and, per level with
+# queued tasks, the run_at of its oldest: {config, counts, {level, run_at, ...}}.
+STATS = r"""
+local B = KEYS[1]
+local counts = redis.call('HGETALL', B .. 'n')
+local oldest = {}
+for i = 1, #counts, 2 do
+  local lv, st = string.match(counts[i], '^(%d+):(.+)$')
+  if st == 'queued' and tonumber(counts[i + 1]) > 0 then
+    local first = redis.call('ZRANGE', B .. 'r:' .. lv, 0, 0)
+    if first[1] then
+      oldest[#oldest + 1] = lv
+      oldest[#oldest + 1] = redis.call('HGET', B .. 't:' .. first[1], 'ra')
+    end
+  end
+end
+return {redis.call('HGET', B .. 'meta', 'config'), counts, oldest}
+"""
+
+# ARGV: prefix, config JSON, paused ('0'/'1'), retention_s, the config it replaces ('' for
+# none), wake ('1': the queue resumed). Compare and set: {1} stored, {0, current} moved,
+# {-1} the queue is being obliterated.
+REGISTER = (
+    _LIB
+    + r"""
+local meta = B .. 'meta'
+if redis.call('HGET', meta, 'gone') then return {-1} end
+local cur = redis.call('HGET', meta, 'config')
+if (cur or '') ~= ARGV[5] then return {0, cur} end
+redis.call('HSET', meta, 'config', ARGV[2], 'paused', ARGV[3], 'ret', ARGV[4])
+if ARGV[6] == '1' then work = true end
+flush()
+return {1}
+"""
+)
+
+# ARGV: prefix, force. Marks the queue gone (no put, take or read finds it any more) and
+# answers its task count; the engine then deletes its keys and last the meta hash.
+OBLITERATE = r"""
+local B = KEYS[1]
+local meta = B .. 'meta'
+if not redis.call('HGET', meta, 'config') then return redis.error_reply('NOQUEUE') end
+if ARGV[2] ~= '1' and redis.call('ZCARD', B .. 'lease') > 0 then
+  return redis.error_reply('RUNNING')
+end
+local total = 0
+for _, v in ipairs(redis.call('HVALS', B .. 'n')) do total = total + tonumber(v) end
+redis.call('HDEL', meta, 'config', 'paused', 'ret')
+redis.call('HSET', meta, 'gone', '1')
+return total
+"""
+
+# ARGV: prefix, now, hold until, limit. Hands out due callbacks, each held until `hold
+# until`; {attempt, fields} each.
+CLAIM_CALLBACKS = r"""
+local B = KEYS[1]
+local ids = redis.call('ZRANGEBYSCORE', B .. 'cb', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, id in ipairs(ids) do
+  local k = B .. 't:' .. id
+  redis.call('ZADD', B .. 'cb', ARGV[3], id)
+  out[#out + 1] = {redis.call('HINCRBY', k, 'cba', 1), redis.call('HGETALL', k)}
+end
+return out
+"""
+
+# ARGV: prefix, id, retry at ('' : delivered or given up). Only a callback still owed moves.
+SETTLE_CALLBACK = r"""
+local B = KEYS[1]
+if redis.call('ZSCORE', B .. 'cb', ARGV[2]) then
+  if ARGV[3] == '' then
+    redis.call('ZREM', B .. 'cb', ARGV[2])
+  else
+    redis.call('ZADD', B .. 'cb', ARGV[3], ARGV[2])
+  end
+end
+return 1
+"""
+
+# ARGV: prefix, batch id, limit. The state of up to `limit` of the batch's unfinished tasks
+# that a cancel still has to act on (running ones already asked to stop are skipped):
+# {id, DECIDE...} each.
+BATCH_TO_CANCEL = (
+    _LIB
+    + r"""
+local k = B .. 'ba:' .. ARGV[2]
+local limit = tonumber(ARGV[3])
+local out = {}
+local start = 0
+while #out < limit do
+  local ids = redis.call('ZRANGE', k, start, start + 499)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    local v = redis.call('HMGET', tkey(id), unpack(DECIDE))
+    if v[1] and not (v[1] == 'running' and v[4] == '1') and #out < limit then
+      out[#out + 1] = {id, v}
+    end
+  end
+  start = start + 500
+end
+return out
+"""
+)
+
+# KEYS[1]: the task index. ARGV: pairs (task id, queue). Reserves each id for its queue, all
+# or none: {} when done, {id, other queue} when an id belongs to another queue.
+RESERVE = r"""
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if cur and cur ~= ARGV[i + 1] then return {ARGV[i], cur} end
+end
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return {}
+"""
+
+# KEYS[1]: the task index. ARGV: id, expected queue, new queue. Repoints a stale entry.
+REPOINT = r"""
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# ---- records: KEYS[1] is the kind's base `P:{r:KIND}:` ----
+
+# ARGV: id, project, created_at, body, active. 1 stored, 0 exists.
+RECORD_PUT = r"""
+local R = KEYS[1]
+local k = R .. 'rec:' .. ARGV[1]
+if redis.call('EXISTS', k) == 1 then return 0 end
+redis.call('HSET', k, 'project', ARGV[2], 'ca', ARGV[3], 'body', ARGV[4], 'active', ARGV[5],
+           'version', 1)
+redis.call('ZADD', R .. 'p:' .. ARGV[2], 0, ARGV[1])
+if ARGV[5] == '1' then redis.call('ZADD', R .. 'active', 0, ARGV[1]) end
+return 1
+"""
+
+# ARGV: id, body, active, expected version. {1, fields}, {0, version} moved, {-1} missing.
+RECORD_REPLACE = r"""
+local R = KEYS[1]
+local k = R .. 'rec:' .. ARGV[1]
+local v = redis.call('HGET', k, 'version')
+if not v then return {-1} end
+if v ~= ARGV[4] then return {0, v} end
+redis.call('HSET', k, 'body', ARGV[2], 'active', ARGV[3])
+redis.call('HINCRBY', k, 'version', 1)
+if ARGV[3] == '1' then
+  redis.call('ZADD', R .. 'active', 0, ARGV[1])
+else
+  redis.call('ZREM', R .. 'active', ARGV[1])
+end
+return {1, redis.call('HGETALL', k)}
+"""
+
+# ARGV: id. 1 deleted, 0 missing.
+RECORD_DELETE = r"""
+local R = KEYS[1]
+local k = R .. 'rec:' .. ARGV[1]
+local project = redis.call('HGET', k, 'project')
+if not project then return 0 end
+redis.call('DEL', k)
+redis.call('ZREM', R .. 'p:' .. project, ARGV[1])
+redis.call('ZREM', R .. 'active', ARGV[1])
+return 1
+"""
+
+# ARGV: index suffix ('p:PROJECT' or 'active'), 'asc' or 'desc', after ('' for the start),
+# limit. {id, fields} each, in id order.
+RECORD_PAGE = r"""
+local R = KEYS[1]
+local z = R .. ARGV[1]
+local limit = tonumber(ARGV[4])
+local ids
+if ARGV[2] == 'asc' then
+  local from = ARGV[3] == '' and '-' or '(' .. ARGV[3]
+  ids = redis.call('ZRANGEBYLEX', z, from, '+', 'LIMIT', 0, limit)
+else
+  local from = ARGV[3] == '' and '+' or '(' .. ARGV[3]
+  ids = redis.call('ZREVRANGEBYLEX', z, from, '-', 'LIMIT', 0, limit)
+end
+local out = {}
+for i, id in ipairs(ids) do out[i] = {id, redis.call('HGETALL', R .. 'rec:' .. id)} end
+return out
+"""
+
+ALL = {
+    "put": PUT,
+    "claim": CLAIM,
+    "settle": SETTLE,
+    "sweep": SWEEP,
+    "snapshot": SNAPSHOT,
+    "append_events": APPEND_EVENTS,
+    "list": LIST,
+    "stats": STATS,
+    "register": REGISTER,
+    "obliterate": OBLITERATE,
+    "claim_callbacks": CLAIM_CALLBACKS,
+    "settle_callback": SETTLE_CALLBACK,
+    "batch_to_cancel": BATCH_TO_CANCEL,
+    "reserve": RESERVE,
+    "repoint": REPOINT,
+    "record_put": RECORD_PUT,
+    "record_replace": RECORD_REPLACE,
+    "record_delete": RECORD_DELETE,
+    "record_page": RECORD_PAGE,
+}

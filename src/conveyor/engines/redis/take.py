@@ -1,0 +1,238 @@
+"""Taking tasks in Redis: the domain's strategies choose, a script claims.
+
+The strategies (conveyor.domain.strategies) read a `LaneSource` synchronously, so a take
+first reads what they may ask into a `Snapshot` (one SNAPSHOT script per queue, in one round
+trip): each listed lane's queued count and oldest `size` tasks, and each queue's running
+count. `select` runs over the snapshot. What the snapshot could not answer exactly (the fair
+strategy's groups, which depend on where its rotation stands) is recorded as a miss, read,
+and `select` runs again from the same rotation. Then CLAIM leases the chosen tasks, each only
+if it is still queued (another server may have taken it meanwhile); a take that got fewer
+than it chose tries again for the rest.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.domain.ids import new_lease_id
+from conveyor.domain.queues import Lane, Source
+from conveyor.domain.strategies import Candidate, Rotation, Strategy, select
+from conveyor.domain.tasks import Task
+from conveyor.engines.engine import TakeRequest
+from conveyor.engines.redis.client import Arg, Link
+from conveyor.engines.redis.codec import to_task
+from conveyor.engines.redis.keys import Keys
+
+ROUNDS = 50  # claims per take while other takers keep winning the chosen tasks
+REFINES = 8  # snapshot reads per choice (the fair strategy needs a few)
+SPARE = 16  # extra candidates a one-queue fifo or active_passive take may fall back on
+
+_UNKNOWN, _PAUSED, _OPEN = 0, 1, 2
+
+
+class _Window:
+    """A run of a lane's groups in name order: the first `len(groups)` above `after`."""
+
+    def __init__(self, after: str | None, groups: list[str], complete: bool) -> None:
+        self.after = after
+        self.groups = groups
+        self.complete = complete  # no group above the last one listed
+
+    def next_group(self, after: str | None) -> tuple[bool, str | None]:
+        """(known, answer): the smallest group above `after`, if this window can tell."""
+        if self.after is not None and (after is None or after < self.after):
+            return False, None
+        index = 0 if after is None else bisect.bisect_right(self.groups, after)
+        if index < len(self.groups):
+            return True, self.groups[index]
+        return self.complete, None
+
+
+class Snapshot:
+    """The LaneSource a strategy reads: lanes as read just before, and what it missed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queues: dict[str, int] = {}  # name -> _UNKNOWN, _PAUSED or _OPEN
+        self.running: dict[str, int] = {}
+        self.counts: dict[Lane, int] = {}
+        self.lanes: dict[Lane, list[Candidate]] = {}
+        self.windows: dict[Lane, list[_Window]] = {}
+        self.groups: dict[tuple[Lane, str], list[Candidate]] = {}
+        self.missed_groups: set[tuple[Lane, str | None]] = set()
+        self.missed_oldest: set[tuple[Lane, str]] = set()
+
+    # ---- LaneSource ----
+    def has_queued(self, lane: Lane) -> bool:
+        return self.counts.get(lane, 0) > 0
+
+    def oldest(self, lane: Lane, limit: int, group: str | None = None) -> list[Candidate]:
+        if group is None:
+            return self.lanes.get(lane, [])[:limit]
+        found = self.groups.get((lane, group))
+        if found is None:
+            self.missed_oldest.add((lane, group))
+            return []
+        return found[:limit]
+
+    def next_group(self, lane: Lane, after: str | None) -> str | None:
+        for window in self.windows.get(lane, ()):
+            known, group = window.next_group(after)
+            if known:
+                return group
+        self.missed_groups.add((lane, after))
+        return None
+
+    def has_running(self, queue: str) -> bool:
+        return self.running.get(queue, 0) > 0
+
+    # ---- filling ----
+    @property
+    def missed(self) -> bool:
+        return bool(self.missed_groups or self.missed_oldest)
+
+    def read(self, queue: str, reply: list[Any]) -> None:
+        """Take in one queue's SNAPSHOT reply."""
+        self.queues[queue] = state = int(reply[0])
+        if state != _OPEN:
+            return
+        self.running[queue] = int(reply[1])
+        for level, count, flat in reply[2:]:
+            lane = Lane(queue, int(level))
+            self.counts[lane] = int(count)
+            self.lanes[lane] = [
+                Candidate(int(float(flat[i + 1])), flat[i].decode(), lane, "")
+                for i in range(0, len(flat), 2)
+            ]
+
+    async def refine(self, link: Link, keys: Keys) -> None:
+        """Read what the last `select` missed."""
+        batch = link.batch()
+        asks_groups = sorted(self.missed_groups, key=repr)
+        asks_oldest = sorted(self.missed_oldest)
+        self.missed_groups.clear()
+        self.missed_oldest.clear()
+        limit = max(self.limit, 1)
+        for lane, after in asks_groups:
+            start = b"-" if after is None else b"(" + after.encode()
+            key = f"{keys.queue(lane.queue)}g:{lane.level}"
+            batch.call("ZRANGEBYLEX", key, start, b"+", "LIMIT", 0, limit)
+        for lane, group in asks_oldest:
+            key = f"{keys.queue(lane.queue)}rg:{lane.level}:{group}"
+            batch.call("ZRANGE", key, 0, limit - 1, "WITHSCORES")
+        replies = await batch.run()
+        for (lane, after), reply in zip(asks_groups, replies, strict=False):
+            groups = [g.decode() for g in reply]
+            self.windows.setdefault(lane, []).append(_Window(after, groups, len(groups) < limit))
+        for (lane, group), flat in zip(asks_oldest, replies[len(asks_groups) :], strict=True):
+            self.groups[(lane, group)] = [
+                Candidate(int(float(flat[i + 1])), flat[i].decode(), lane, group)
+                for i in range(0, len(flat), 2)
+            ]
+
+
+async def snapshot(link: Link, keys: Keys, sources: Sequence[Source], size: int) -> Snapshot:
+    """Read every listed queue's lanes, for a take of `size`."""
+    levels: dict[str, dict[int, None]] = {}
+    for source in sources:
+        levels.setdefault(source.queue, {}).update(dict.fromkeys(source.levels))
+    found = Snapshot(size)
+    batch = link.batch()
+    for queue, wanted in levels.items():
+        batch.script("snapshot", keys.queue(queue), keys.prefix, size, *wanted)
+    for queue, reply in zip(levels, await batch.run(), strict=True):
+        if isinstance(reply, Exception):
+            raise reply
+        found.read(queue, reply)
+    return found
+
+
+async def choose(
+    link: Link,
+    keys: Keys,
+    request: TakeRequest,
+    size: int,
+    rotation: Rotation,
+) -> list[Candidate]:
+    """The tasks the request's strategy picks now (not yet claimed)."""
+    found = await snapshot(link, keys, request.sources, size)
+    sources = [s for s in request.sources if found.queues.get(s.queue) == _OPEN]
+    saved = (dict(rotation.next_source), dict(rotation.last_group))
+    for _ in range(REFINES):
+        chosen = select(request.strategy, sources, size, found, rotation)
+        if not found.missed:
+            return chosen
+        rotation.next_source, rotation.last_group = dict(saved[0]), dict(saved[1])
+        await found.refine(link, keys)
+    return select(request.strategy, sources, size, found, rotation)
+
+
+async def claim(
+    link: Link,
+    keys: Keys,
+    chosen: Sequence[Candidate],
+    request: TakeRequest,
+    now: float,
+    most: int,
+) -> list[Task]:
+    """Lease the chosen tasks still queued, in order, up to `most` per queue; the ones
+    leased, in the order chosen."""
+    by_queue: dict[str, list[Arg]] = {}
+    for candidate in chosen:
+        by_queue.setdefault(candidate.lane.queue, []).extend((candidate.task_id, new_lease_id()))
+    one = "1" if request.strategy is Strategy.SEQUENTIAL else "0"
+    expires_at = now + request.lease_s
+    batch = link.batch()
+    for queue, pairs in by_queue.items():
+        batch.script(
+            "claim",
+            keys.queue(queue),
+            keys.prefix,
+            now,
+            expires_at,
+            request.lease_s,
+            request.worker_id,
+            one,
+            most,
+            *pairs,
+        )
+    taken: dict[str, Task] = {}
+    for queue, reply in zip(by_queue, await batch.run(), strict=True):
+        if isinstance(reply, Exception):
+            raise reply
+        for flat in reply:
+            task = to_task(queue, flat)
+            taken[task.task_id] = task
+    return [taken[c.task_id] for c in chosen if c.task_id in taken]
+
+
+async def take(
+    link: Link, keys: Keys, request: TakeRequest, rotation: Rotation, now: float
+) -> list[Task]:
+    """Lease up to `request.size` tasks by the request's strategy."""
+    tasks: list[Task] = []
+    for _ in range(ROUNDS):
+        size = request.size - len(tasks)
+        spare = _spare(request, size)
+        chosen = await choose(link, keys, request, size + spare, rotation)
+        if not chosen:
+            break
+        most = size if spare else len(chosen)
+        claimed = await claim(link, keys, chosen, request, now, most)
+        tasks.extend(claimed)
+        # every task chosen was claimed (or as many as asked): none was lost to others
+        if len(claimed) == min(len(chosen), most) or len(tasks) >= request.size:
+            break
+    return tasks
+
+
+def _spare(request: TakeRequest, size: int) -> int:
+    """Candidates to choose beyond `size`, so that losing a few to other takers costs no
+    second round trip. Only where choosing more changes nothing about the first `size`
+    (fifo and active_passive keep no rotation, and their order extends) and where one
+    script claims them all (one queue)."""
+    one_queue = len({s.queue for s in request.sources}) == 1
+    ordered = request.strategy in (Strategy.FIFO, Strategy.ACTIVE_PASSIVE)
+    return min(size, SPARE) if one_queue and ordered else 0
