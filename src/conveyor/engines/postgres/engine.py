@@ -56,6 +56,7 @@ from conveyor.engines.postgres import batches, records, store
 from conveyor.engines.postgres import queries as q
 from conveyor.engines.postgres.lanes import choose
 from conveyor.engines.postgres.listener import Listener
+from conveyor.engines.postgres.notices import NoticeSender
 from conveyor.engines.postgres.queries import STATUS_CODES, STATUSES
 from conveyor.engines.postgres.rows import Row, RowState, decode_any, encode, to_task
 from conveyor.engines.postgres.settle import settle, settle_many, state_of, states
@@ -97,6 +98,7 @@ class PostgresEngine:
         self._listener = Listener(
             lambda: store.connect(self._target), self._target.channel, self._origin, clock
         )
+        self._sender = NoticeSender(self._notify, self._target.channel, self._origin)
 
     # ---- lifecycle ----
     async def open(self) -> None:
@@ -109,6 +111,7 @@ class PostgresEngine:
                 await conn.close()
             self._pool = await store.create_pool(target)
             await self._listener.start()
+            self._sender.start()
         except (*LOST, asyncpg.PostgresError) as exc:
             await self.close()
             raise EngineUnavailable(
@@ -116,6 +119,7 @@ class PostgresEngine:
             ) from exc
 
     async def close(self) -> None:
+        await self._sender.stop()  # what is pending goes out first
         await self._listener.stop()
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -155,7 +159,7 @@ class PostgresEngine:
                     try:
                         result = await op(tx)
                         committing = True
-                        await conn.execute(tx.commit_sql(self._target.channel, self._origin))
+                        await conn.execute(tx.commit_sql())
                     except asyncio.CancelledError:
                         raise  # the pool rolls back when the connection comes back
                     except BaseException:
@@ -195,8 +199,17 @@ class PostgresEngine:
         raise AssertionError("unreachable")
 
     def _deliver(self, tx: Tx) -> None:
+        """Hand a committed transaction's news to this process's waiters, and to the others."""
         due = tx.due + tx.local_due
-        self._listener.deliver(sorted(tx.work), tx.changed, min(due) if due else None)
+        self._listener.deliver(tx.work, tx.changed, min(due) if due else None)
+        if tx.work or tx.changed or tx.due:
+            self._sender.add(tx.work, tx.changed, min(tx.due) if tx.due else None)
+
+    async def _notify(self, sql: str) -> None:
+        """Run the notices' transaction on a pooled connection."""
+        if self._pool is not None:
+            async with self._pool.acquire() as conn:
+                await conn.execute(sql)
 
     # ---- queues ----
     async def register_queue(self, config: QueueConfig, *, replace: bool = True) -> QueueConfig:
@@ -290,11 +303,6 @@ class PostgresEngine:
         return await self._write(lambda tx: self._put(tx, tasks))
 
     async def _put(self, tx: Tx, tasks: Sequence[NewTask]) -> list[bool]:
-        names = sorted({task.queue for task in tasks})
-        found = {name for (name,) in await tx.conn.fetch(q.LOCK_QUEUES_FOR_PUT, names)}
-        for name in names:
-            if name not in found:
-                raise NotFound(f"queue {name!r} does not exist")
         columns: list[list[Any]] = [[] for _ in range(19)]
         backoffs: dict[Any, bytes] = {}
         for t in tasks:
@@ -325,7 +333,11 @@ class PostgresEngine:
                 strict=True,
             ):
                 column.append(value)
-        inserted = {task_id for (task_id,) in await tx.conn.fetch(q.INSERT_TASKS, *columns)}
+        names = sorted({task.queue for task in tasks})
+        found, ids = await tx.conn.fetchrow(q.INSERT_TASKS, *columns, names)
+        for name in set(names).difference(found):
+            raise NotFound(f"queue {name!r} does not exist")  # the rollback undoes the insert
+        inserted = set(ids)
         if len(inserted) == len(tasks):
             created = [True] * len(tasks)
         else:

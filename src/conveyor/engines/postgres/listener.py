@@ -1,15 +1,16 @@
 """Wake-ups across servers: one LISTEN connection per engine, fanned out to local waiters.
 
-Every committing transaction that brings news (work in a queue, a task that ended or has
-events, something falling due) NOTIFYs the schema's channel (see tx.py). The `Listener`
+The news of committed transactions (work in a queue, a task that ended or has events,
+something falling due) is NOTIFYed on the schema's channel (notices.py). The `Listener`
 holds one connection LISTENing on it, owned by one task that reconnects when the
 connection is lost. Notices are handed to a LocalNotifier, which wakes the watches of this
 process; the engine also hands its own transactions' news to it directly after COMMIT
-(without waiting for the round trip through the server), and the listener drops the
-notices it sent itself.
+(without the round trip through the server), and the listener drops its own notices.
 
-While the connection is down notices are lost, so after every reconnect the listener wakes
-every registered watch and the sweeper: a waiter looks again, and finds what it missed.
+A notice can be lost: while the connection is down, or when a server dies between a
+COMMIT and its notice. So after every reconnect the listener wakes every registered watch
+and the sweeper, and a watch never sleeps longer than RECHECK_S before it says "look
+again": a waiter finds what it missed within seconds, never at its full timeout.
 """
 
 from __future__ import annotations
@@ -17,18 +18,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from conveyor.domain.clock import Clock
 from conveyor.engines.engine import WorkWatch
 from conveyor.engines.notifier import LocalNotifier
-from conveyor.engines.postgres.tx import Notice
+from conveyor.engines.postgres.notices import Notice
 
 log = logging.getLogger(__name__)
 
 HEALTH_CHECK_S = 15.0  # how often an idle listening connection is asked whether it lives
+RECHECK_S = 2.0  # the longest a watch waits before its waiter looks again anyway
 RECONNECT_S = (0.05, 0.2, 0.5, 1.0, 2.0)  # waits between attempts, the last one repeating
 
 Connect = Callable[[], Awaitable[Any]]
@@ -142,7 +144,7 @@ class Listener:
             return  # delivered at commit already
         self.deliver(notice.work, notice.changed, notice.due)
 
-    def deliver(self, work: Sequence[str], changed: Sequence[str], due: float | None) -> None:
+    def deliver(self, work: Collection[str], changed: Collection[str], due: float | None) -> None:
         """Wake this process's waiters for news (the engine's own, or another server's)."""
         if changed:
             self.local.tasks_changed(changed)
@@ -163,7 +165,7 @@ class Listener:
         self._queues.update(names)
         try:
             async with self.local.watch(queues) as watch:
-                yield watch
+                yield _Rechecked(watch)
         finally:
             self._queues.subtract(names)
             for name in names:
@@ -176,8 +178,23 @@ class Listener:
         self._tasks[task_id] += 1
         try:
             async with self.local.watch_task(task_id) as watch:
-                yield watch
+                yield _Rechecked(watch)
         finally:
             self._tasks[task_id] -= 1
             if self._tasks[task_id] <= 0:
                 del self._tasks[task_id]
+
+
+class _Rechecked:
+    """A watch that answers "look again" at least every RECHECK_S (see the module doc)."""
+
+    __slots__ = ("_watch",)
+
+    def __init__(self, watch: WorkWatch) -> None:
+        self._watch = watch
+
+    async def wait(self, timeout_s: float) -> bool:
+        if timeout_s <= RECHECK_S:
+            return await self._watch.wait(timeout_s)
+        await self._watch.wait(RECHECK_S)
+        return True

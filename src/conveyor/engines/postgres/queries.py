@@ -176,10 +176,6 @@ INSERT INTO queues (name, config, paused, retention_s) VALUES ($1, $2, $3, $4)
 ON CONFLICT (name) DO NOTHING RETURNING name
 """
 UPDATE_QUEUE = "UPDATE queues SET config = $2, paused = $3, retention_s = $4 WHERE name = $1"
-# a put holds its queues against an obliterate (which locks them FOR UPDATE) until it commits
-LOCK_QUEUES_FOR_PUT = (
-    "SELECT name FROM queues WHERE name = ANY($1::text[]) ORDER BY name FOR KEY SHARE"
-)
 DELETE_QUEUE = "DELETE FROM queues WHERE name = $1"
 SELECT_QUEUE_COUNTS = """
 SELECT level, status, sum(n)::bigint FROM counts WHERE queue = $1
@@ -238,20 +234,28 @@ ORDER BY e.event_id
 DELETE_EVENTS = "DELETE FROM events WHERE task_seq = ANY($1::bigint[])"
 
 # ---- put ----
+# One statement: lock the tasks' queues (an obliterate, which locks a queue FOR UPDATE,
+# waits for the put or the put finds the queue gone) and insert; the queues found and the
+# ids inserted come back as two arrays.
 INSERT_TASKS = """
-INSERT INTO tasks (
-    task_id, queue, level, status, grp, run_at, expires_at, max_attempts, backoff,
-    created_at, fingerprint, endpoint, data, response_mode, callback_url, timeout_s,
-    custom_id, batch_id, metadata
+WITH locked AS (
+    SELECT name FROM queues WHERE name = ANY($20::text[]) ORDER BY name FOR KEY SHARE
+), inserted AS (
+    INSERT INTO tasks (
+        task_id, queue, level, status, grp, run_at, expires_at, max_attempts, backoff,
+        created_at, fingerprint, endpoint, data, response_mode, callback_url, timeout_s,
+        custom_id, batch_id, metadata
+    )
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::integer[], $4::integer[], $5::text[], $6::float8[],
+        $7::float8[], $8::integer[], $9::bytea[], $10::float8[], $11::text[], $12::text[],
+        $13::bytea[], $14::text[], $15::text[], $16::float8[], $17::text[], $18::text[],
+        $19::bytea[]
+    )
+    ON CONFLICT (task_id) DO NOTHING
+    RETURNING task_id
 )
-SELECT * FROM unnest(
-    $1::text[], $2::text[], $3::integer[], $4::integer[], $5::text[], $6::float8[],
-    $7::float8[], $8::integer[], $9::bytea[], $10::float8[], $11::text[], $12::text[],
-    $13::bytea[], $14::text[], $15::text[], $16::float8[], $17::text[], $18::text[],
-    $19::bytea[]
-)
-ON CONFLICT (task_id) DO NOTHING
-RETURNING task_id
+SELECT ARRAY(SELECT name FROM locked), ARRAY(SELECT task_id FROM inserted)
 """
 SELECT_FINGERPRINTS = "SELECT task_id, fingerprint FROM tasks WHERE task_id = ANY($1::text[])"
 
