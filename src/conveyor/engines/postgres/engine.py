@@ -22,13 +22,11 @@ import itertools
 import logging
 import random
 import secrets
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import asyncpg
-import msgspec
 
 from conveyor.domain import lifecycle
 from conveyor.domain.clock import Clock, system_clock
@@ -42,7 +40,6 @@ from conveyor.engines.engine import (
     Completion,
     DueCallback,
     Heartbeat,
-    LevelStats,
     QueueStats,
     Record,
     Settled,
@@ -52,22 +49,21 @@ from conveyor.engines.engine import (
     WorkWatch,
     parse_cursor,
 )
-from conveyor.engines.postgres import batches, records, store
+from conveyor.engines.postgres import batches, queues, records, store
 from conveyor.engines.postgres import queries as q
 from conveyor.engines.postgres.lanes import choose
 from conveyor.engines.postgres.listener import Listener
 from conveyor.engines.postgres.notices import NoticeSender
+from conveyor.engines.postgres.put import put
 from conveyor.engines.postgres.queries import STATUS_CODES, STATUSES
-from conveyor.engines.postgres.rows import Row, RowState, decode_any, encode, to_task
+from conveyor.engines.postgres.rows import Row, RowState, decode_any, to_task
 from conveyor.engines.postgres.settle import settle, settle_many, state_of, states
 from conveyor.engines.postgres.store import LOST
 from conveyor.engines.postgres.sweep import sweep
 from conveyor.engines.postgres.tx import Tx
 from conveyor.errors import (
-    Conflict,
     ConveyorError,
     EngineUnavailable,
-    IdempotencyConflict,
     InvalidInput,
     LeaseLost,
     NotFound,
@@ -76,7 +72,6 @@ from conveyor.errors import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_config = msgspec.json.Decoder(QueueConfig)
 
 RECONNECTS = 3  # a verb whose connection was lost before COMMIT is run again this often
 RETRIES = 5  # and one the server rolled back (a deadlock, a serialization failure)
@@ -213,164 +208,36 @@ class PostgresEngine:
 
     # ---- queues ----
     async def register_queue(self, config: QueueConfig, *, replace: bool = True) -> QueueConfig:
-        async def op(tx: Tx) -> QueueConfig:
-            created = msgspec.structs.replace(config, created_at=self._clock())
-            inserted = await tx.conn.fetchval(
-                q.INSERT_QUEUE, config.name, encode(created), config.paused, config.retention_s
-            )
-            if inserted is not None:
-                return created
-            existing = _config.decode(
-                await tx.conn.fetchval(q.SELECT_QUEUE_FOR_UPDATE, config.name)
-            )
-            if not replace:
-                return existing
-            stored = msgspec.structs.replace(config, created_at=existing.created_at)
-            return await self._store_queue(tx, stored, existing)
-
-        return await self._write(op)
-
-    async def _store_queue(self, tx: Tx, config: QueueConfig, existing: QueueConfig) -> QueueConfig:
-        await tx.conn.execute(
-            q.UPDATE_QUEUE, config.name, encode(config), config.paused, config.retention_s
+        return await self._write(
+            lambda tx: queues.register(tx, config, replace=replace, now=self._clock())
         )
-        if existing.paused and not config.paused:
-            tx.work.add(config.name)
-        return config
 
     async def get_queue(self, name: str) -> QueueConfig:
         raw = await self._read(lambda conn: conn.fetchval(q.SELECT_QUEUE, name))
         if raw is None:
             raise NotFound(f"queue {name!r} does not exist")
-        return _config.decode(raw)
+        return queues.decode_config(raw)
 
     async def list_queues(self) -> list[QueueConfig]:
         rows = await self._read(lambda conn: conn.fetch(q.SELECT_QUEUES))
-        return [_config.decode(raw) for (raw,) in rows]
+        return [queues.decode_config(raw) for (raw,) in rows]
 
     async def update_queue(self, name: str, update: QueueUpdate) -> QueueConfig:
-        async def op(tx: Tx) -> QueueConfig:
-            existing = await self._locked_queue(tx, name)
-            return await self._store_queue(tx, update.apply(existing), existing)
-
-        return await self._write(op)
-
-    async def _locked_queue(self, tx: Tx, name: str) -> QueueConfig:
-        raw = await tx.conn.fetchval(q.SELECT_QUEUE_FOR_UPDATE, name)
-        if raw is None:
-            raise NotFound(f"queue {name!r} does not exist")
-        return _config.decode(raw)
+        return await self._write(lambda tx: queues.update(tx, name, update))
 
     async def queue_stats(self, name: str) -> QueueStats:
         config = await self.get_queue(name)
         now = self._clock()
-
-        async def read(conn: Any) -> list[LevelStats]:
-            counts: dict[int, dict[TaskStatus, int]] = {}
-            for level, status, n in await conn.fetch(q.SELECT_QUEUE_COUNTS, name):
-                counts.setdefault(level, {})[STATUSES[status]] = n
-            queued = [lv for lv in sorted(counts) if counts[lv].get(TaskStatus.QUEUED)]
-            oldest = dict(await conn.fetch(q.OLDEST_RUN_AT, name, queued)) if queued else {}
-            return [
-                LevelStats(
-                    level=level,
-                    counts=counts[level],
-                    oldest_queued_age_s=None if level not in oldest else now - oldest[level],
-                )
-                for level in sorted(counts)
-            ]
-
-        return QueueStats(queue=config, levels=await self._read(read))
+        return QueueStats(
+            queue=config, levels=await self._read(lambda conn: queues.levels(conn, name, now))
+        )
 
     async def obliterate_queue(self, name: str, *, force: bool = False) -> int:
-        async def op(tx: Tx) -> int:
-            await self._locked_queue(tx, name)  # puts to it wait, then find it gone
-            if not force and await tx.conn.fetchval(q.ANY_RUNNING, name):
-                raise Conflict(
-                    f"queue {name!r} has running tasks; pass force to obliterate it anyway"
-                )
-            await tx.conn.execute(q.DELETE_QUEUE_EVENTS, name)
-            await tx.conn.execute(q.DELETE_QUEUE_BATCH_COUNTS, name)  # a batch has one queue
-            status = await tx.conn.execute(q.DELETE_QUEUE_TASKS, name)
-            await tx.conn.execute(q.DELETE_QUEUE_COUNTS, name)
-            await tx.conn.execute(q.DELETE_QUEUE, name)
-            return int(status.rpartition(" ")[2])
-
-        return await self._write(op)
+        return await self._write(lambda tx: queues.obliterate(tx, name, force=force))
 
     # ---- tasks ----
     async def put(self, tasks: Sequence[NewTask]) -> list[bool]:
-        return await self._write(lambda tx: self._put(tx, tasks))
-
-    async def _put(self, tx: Tx, tasks: Sequence[NewTask]) -> list[bool]:
-        columns: list[list[Any]] = [[] for _ in range(19)]
-        backoffs: dict[Any, bytes] = {}
-        for t in tasks:
-            backoff = backoffs.get(t.backoff) or backoffs.setdefault(t.backoff, encode(t.backoff))
-            for column, value in zip(
-                columns,
-                (
-                    t.task_id,
-                    t.queue,
-                    t.level,
-                    STATUS_CODES[t.status],
-                    t.group,
-                    t.run_at,
-                    t.expires_at,
-                    t.max_attempts,
-                    backoff,
-                    t.created_at,
-                    t.fingerprint,
-                    t.endpoint,
-                    t.data_json,
-                    t.response_mode.value,
-                    t.callback_url,
-                    t.timeout_s,
-                    t.custom_id,
-                    t.batch_id,
-                    t.metadata_json,
-                ),
-                strict=True,
-            ):
-                column.append(value)
-        names = sorted({task.queue for task in tasks})
-        found, ids = await tx.conn.fetchrow(q.INSERT_TASKS, *columns, names)
-        for name in set(names).difference(found):
-            raise NotFound(f"queue {name!r} does not exist")  # the rollback undoes the insert
-        inserted = set(ids)
-        if len(inserted) == len(tasks):
-            created = [True] * len(tasks)
-        else:
-            created = await self._which_created(tx, tasks, inserted)
-        stored = [task for task, fresh in zip(tasks, created, strict=True) if fresh]
-        for (queue, level, status), n in Counter(
-            (t.queue, t.level, t.status) for t in stored
-        ).items():
-            tx.moved(queue, level, None, status, n)
-        for task in stored:
-            if task.batch_id is not None:
-                tx.batch_moved(task.batch_id, None, None, total=1)
-        due = [t.run_at for t in stored if t.status is TaskStatus.SCHEDULED]
-        due.extend(t.expires_at for t in stored if t.expires_at is not None)
-        if due:
-            tx.due.append(min(due))
-        return created
-
-    @staticmethod
-    async def _which_created(tx: Tx, tasks: Sequence[NewTask], inserted: set[str]) -> list[bool]:
-        created: list[bool] = []
-        seen: set[str] = set()
-        for task in tasks:
-            created.append(task.task_id in inserted and task.task_id not in seen)
-            seen.add(task.task_id)
-        others = list({t.task_id for t, fresh in zip(tasks, created, strict=True) if not fresh})
-        stored = dict(await tx.conn.fetch(q.SELECT_FINGERPRINTS, others))
-        for task, fresh in zip(tasks, created, strict=True):
-            if not fresh and stored[task.task_id] != task.fingerprint:
-                raise IdempotencyConflict(
-                    f"task {task.task_id} exists with other content; use a new task_id"
-                )
-        return created
+        return await self._write(lambda tx: put(tx, tasks))
 
     async def take(self, request: TakeRequest) -> list[Task]:
         rows = await self._write(lambda tx: self._take(tx, request))
