@@ -3,22 +3,27 @@
 Scripts are loaded once when the engine opens (SCRIPT LOAD) and called with EVALSHA; a
 server that lost them (restarted, failed over, or told SCRIPT FLUSH) answers NOSCRIPT, and
 the script is loaded again and the call repeated: a NOSCRIPT call ran nothing.
+
+Commands take a lean path: arguments packed here into one buffer, written on a pooled
+redis-py connection and read back with its hiredis parser. redis-py's own command path
+(encoders, response callbacks, retry and observability hooks) costs several times the
+round trip itself, and the hot verbs are one or two round trips each. A connection that
+fails is dropped and the exchange tried again on a fresh one (a restarted server included)
+for up to RETRIES times, with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from conveyor.engines.redis import scripts
 from conveyor.errors import EngineUnavailable
@@ -26,7 +31,9 @@ from conveyor.errors import EngineUnavailable
 Arg = str | bytes | int | float
 
 RETRIES = 8  # with the backoff below: about 4 s of a restarting server before giving up
+BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0)
 DEFAULT_MAX_CONNECTIONS = 64
+_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def sha1(source: str) -> str:
@@ -35,6 +42,20 @@ def sha1(source: str) -> str:
 
 
 SHAS = {name: sha1(source) for name, source in scripts.ALL.items()}
+
+
+def _bytes(arg: Arg) -> bytes:
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, str):
+        return arg.encode()
+    return repr(arg).encode()
+
+
+def pack(args: Sequence[Arg]) -> bytes:
+    """One command in the Redis protocol. Floats go as repr, which reads back exactly."""
+    data = [_bytes(arg) for arg in args]
+    return b"*%d\r\n" % len(data) + b"".join([b"$%d\r\n%b\r\n" % (len(d), d) for d in data])
 
 
 @contextmanager
@@ -48,7 +69,7 @@ def unavailable() -> Iterator[None]:
     """
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+    except _LOST as exc:
         raise EngineUnavailable(f"Redis cannot be reached: {exc}") from exc
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -60,51 +81,76 @@ class Link:
 
     def __init__(self, url: str, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.url = url
-        retry = Retry(ExponentialBackoff(cap=1.0, base=0.02), RETRIES)
         self.pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
             timeout=30,
-            retry=retry,
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
             socket_keepalive=True,
             socket_timeout=30,  # a script over 10,000 tasks takes well under a second
             socket_connect_timeout=5,
-            health_check_interval=30,
             protocol=2,  # the replies (and pub/sub messages) this engine reads: RESP2's
         )
         self.redis = Redis(connection_pool=self.pool)
 
     async def open(self) -> None:
         """Check the server answers and load every script."""
-        with unavailable():
-            await self.redis.ping()
-            await self.load_scripts()
+        await self.call("PING")
+        await self.load_scripts()
 
     async def load_scripts(self) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+        batch = self.batch()
         for source in scripts.ALL.values():
-            pipe.script_load(source)
-        loaded = await pipe.execute()
-        assert list(map(_text, loaded)) == list(SHAS.values()), "Redis named a script otherwise"
+            batch.call("SCRIPT", "LOAD", source)
+        loaded = await batch.run()
+        assert [s.decode() for s in loaded] == list(SHAS.values()), "Redis named a script otherwise"
 
     async def close(self) -> None:
         await self.redis.aclose()
         await self.pool.aclose()
 
-    async def call(self, *args: Arg) -> Any:
-        """One command."""
+    async def exchange(self, commands: bytes, count: int) -> list[Any]:
+        """Send packed commands at once; their `count` replies (a ResponseError is a reply)."""
         with unavailable():
-            return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
+            for attempt in range(RETRIES + 1):
+                conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+                try:
+                    await conn.send_packed_command(commands, check_health=False)
+                    replies: list[Any] = []
+                    for _ in range(count):
+                        try:
+                            replies.append(await conn.read_response())
+                        except ResponseError as exc:
+                            replies.append(exc)
+                    return replies
+                except _LOST:
+                    await conn.disconnect()
+                    if attempt == RETRIES:
+                        raise
+                except BaseException:
+                    # cancelled between the write and the last reply: unread replies would
+                    # reach the connection's next user
+                    await conn.disconnect(nowait=True)
+                    raise
+                finally:
+                    await self.pool.release(conn)
+                await asyncio.sleep(BACKOFF_S[attempt])
+        raise AssertionError("unreachable")
+
+    async def call(self, *args: Arg) -> Any:
+        """One command. Raises its ResponseError."""
+        (reply,) = await self.exchange(pack(args), 1)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
 
     async def run(self, name: str, key: str, *args: Arg) -> Any:
-        """One script on the keys under `key` (its KEYS[1])."""
-        with unavailable():
-            try:
-                return await self.redis.evalsha(SHAS[name], 1, key, *args)
-            except NoScriptError:
-                await self.redis.script_load(scripts.ALL[name])
-                return await self.redis.evalsha(SHAS[name], 1, key, *args)
+        """One script on the keys under `key` (its KEYS[1]). Raises its ResponseError."""
+        batch = self.batch()
+        batch.script(name, key, *args)
+        (reply,) = await batch.run()
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
 
     def batch(self) -> Batch:
         return Batch(self)
@@ -131,31 +177,21 @@ class Batch:
         self._ops.append((name, (key, *args)))
         return len(self._ops) - 1
 
+    @staticmethod
+    def _pack(name: str | None, args: tuple[Arg, ...]) -> bytes:
+        if name is None:
+            return pack(args)
+        return pack(("EVALSHA", SHAS[name], 1, *args))
+
     async def run(self) -> list[Any]:
         if not self._ops:
             return []
-        redis = self._link.redis
-        with unavailable():
-            pipe = redis.pipeline(transaction=False)
-            for name, args in self._ops:
-                if name is None:
-                    pipe.execute_command(*args)
-                else:
-                    pipe.evalsha(SHAS[name], 1, *args)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-            for index, reply in enumerate(replies):
-                if isinstance(reply, NoScriptError):  # nothing ran: load it and run it again
-                    name, args = self._ops[index]
-                    assert name is not None
-                    await redis.script_load(scripts.ALL[name])
-                    try:
-                        replies[index] = await redis.evalsha(SHAS[name], 1, *args)
-                    except RedisError as exc:
-                        if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-                            raise
-                        replies[index] = exc
+        packed = b"".join([self._pack(name, args) for name, args in self._ops])
+        replies = await self._link.exchange(packed, len(self._ops))
+        for index, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):  # nothing ran: load it and run it again
+                name, args = self._ops[index]
+                assert name is not None
+                await self._link.call("SCRIPT", "LOAD", scripts.ALL[name])
+                (replies[index],) = await self._link.exchange(self._pack(name, args), 1)
         return replies
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -56,7 +56,7 @@ from conveyor.engines.engine import (
 from conveyor.engines.notifier import LocalNotifier
 from conveyor.engines.redis import maintenance, take
 from conveyor.engines.redis.client import DEFAULT_MAX_CONNECTIONS, Link
-from conveyor.engines.redis.codec import STATUSES, State, put_args, to_task
+from conveyor.engines.redis.codec import STATUSES, State, fields, put_args, to_task
 from conveyor.engines.redis.directory import Directory
 from conveyor.engines.redis.keys import DEFAULT_PREFIX, Keys
 from conveyor.engines.redis.queues import Queues
@@ -369,7 +369,7 @@ class RedisEngine:
             return BatchCounts(0, 0, 0, 0)
         counts = await p.link.call("HGETALL", f"{self._keys.queue(queue)}bn:{batch_id}")
         total = completed = failed = not_run = 0
-        for field, value in counts.items():
+        for field, value in fields(counts).items():
             status_text, _, code_text = field.decode().partition(":")
             n = int(value)
             total += n

@@ -27,7 +27,8 @@ from conveyor.engines.redis.keys import Keys
 
 ROUNDS = 50  # claims per take while other takers keep winning the chosen tasks
 REFINES = 8  # snapshot reads per choice (the fair strategy needs a few)
-SPARE = 16  # extra candidates a one-queue fifo or active_passive take may fall back on
+SPARE = 32  # extra candidates a one-queue fifo or active_passive take falls back on:
+# about as many as takers racing for the head of one queue
 
 _UNKNOWN, _PAUSED, _OPEN = 0, 1, 2
 
@@ -235,4 +236,4 @@ def _spare(request: TakeRequest, size: int) -> int:
     script claims them all (one queue)."""
     one_queue = len({s.queue for s in request.sources}) == 1
     ordered = request.strategy in (Strategy.FIFO, Strategy.ACTIVE_PASSIVE)
-    return min(size, SPARE) if one_queue and ordered else 0
+    return SPARE if one_queue and ordered else 0
