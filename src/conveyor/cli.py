@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
@@ -32,7 +33,8 @@ def serve(
         str,
         typer.Option(
             envvar="CONVEYOR_ENGINE",
-            help="Engine URL: sqlite:///path/conveyor.db or memory://. Default: SQLite under --data-dir.",
+            help="Engine URL: sqlite:///path/conveyor.db, postgresql://host/db[?schema=NAME]"
+            " or memory://. Default: SQLite under --data-dir.",
         ),
     ] = "",
     data_dir: Annotated[
@@ -121,7 +123,9 @@ def serve(
         raise typer.Exit(2) from None
     os.environ.update(to_environment(settings))
     typer.echo(
-        f"Conveyor serving http://{host}:{port} on {settings.engine_url} ({server})", err=True
+        f"Conveyor serving http://{host}:{port} on {_without_password(settings.engine_url)}"
+        f" ({server})",
+        err=True,
     )
     if server == "uvicorn":
         import uvicorn
@@ -168,6 +172,15 @@ def _client_commands() -> None:
 
 
 _client_commands()
+
+
+def _without_password(url: str) -> str:
+    """`url` with any password in it masked, to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def main() -> None:
