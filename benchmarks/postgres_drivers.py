@@ -6,8 +6,9 @@
 Each driver runs the statements of one put + take + complete (the shape of the engine's
 transactions: an insert; BEGIN, a SKIP LOCKED pick, a claiming UPDATE, COMMIT; BEGIN, a row
 read FOR UPDATE, a settling UPDATE, COMMIT) over a throw-away schema, from `--workers`
-concurrent connections, and prints cycles per second. Both drivers prepare their statements
-(psycopg from the first use, as asyncpg always does).
+concurrent connections, and prints cycles per second and the client's CPU time per cycle
+(the steadier figure on a machine shared with other work). Both drivers prepare their
+statements (psycopg from the first use, as asyncpg always does).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ async def measure(
                 await cycle(conn)
         per_worker = ops // workers
         start = time.perf_counter()
+        cpu = time.process_time()
 
         async def loop(conn: Any) -> None:
             for _ in range(per_worker):
@@ -98,11 +100,16 @@ async def measure(
 
         await asyncio.gather(*(loop(conn) for conn in conns))
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
     finally:
         for conn in conns:
             await close(conn)
-    rate = per_worker * workers / elapsed
-    print(f"{name:10} {workers:3} connections: {rate:8.0f} put+take+complete/s")
+    cycles = per_worker * workers
+    rate = cycles / elapsed
+    print(
+        f"{name:10} {workers:3} connections: {rate:8.0f} put+take+complete/s,"
+        f" {cpu / cycles * 1e6:6.0f} us of this process's CPU per cycle"
+    )
     return rate
 
 
