@@ -50,6 +50,8 @@ QUEUE = "INSERT INTO queues (name, config, paused, retention_s) VALUES ($1, '{}'
 
 TAKE = (["q"], [1], [10], list(range(10)), 10)  # OLDEST_BY_SOURCE: q's ten levels, size 10
 
+# listings run as statements prepared afresh (store.fetch_planned), never on a generic plan
+PLANNED_EACH_TIME = {"LIST_QUEUED", "LIST_BY_STATUS", "BATCH_PAGE"}
 # statement -> (its parameters, the indexes its plan must use)
 EXPECTED: dict[str, tuple[tuple[Any, ...], set[str]]] = {
     "OLDEST_BY_SOURCE": (TAKE, {"ix_ready"}),
@@ -112,20 +114,42 @@ def stores() -> Iterator[dict[int, str]]:
         drop_postgres_schemas(list(schemas.values()))
 
 
-async def explain(schema: str, sql: str, args: tuple[Any, ...], *, analyze: bool) -> Any:
-    """The plan of `sql` (run, then rolled back, if `analyze`), as PostgreSQL's JSON."""
-    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": schema})
+async def explain(
+    schema: str, sql: str, args: tuple[Any, ...], *, analyze: bool, generic: bool = False
+) -> Any:
+    """The plan of `sql` (run, then rolled back, if `analyze`), as PostgreSQL's JSON.
+
+    `generic`: the plan made without the parameters' values, which PostgreSQL may keep
+    for a prepared statement (asyncpg prepares every statement) after a few executions.
+    """
+    settings = {"search_path": schema, "plan_cache_mode": "force_generic_plan"}
+    conn = await asyncpg.connect(POSTGRES_URL, server_settings=settings)
     try:
         options = "ANALYZE, BUFFERS, " if analyze else ""
         tx = conn.transaction()
         await tx.start()
         try:
-            raw = await conn.fetchval(f"EXPLAIN ({options}FORMAT JSON) {sql}", *args)
+            if generic:  # an SQL-level PREPARE: EXPLAIN EXECUTE shows the plan it keeps
+                await conn.execute(f"PREPARE s AS {sql}")
+                values = ", ".join(literal(arg) for arg in args)
+                statement = f"EXECUTE s({values})" if args else "EXECUTE s"
+                raw = await conn.fetchval(f"EXPLAIN ({options}FORMAT JSON) {statement}")
+            else:  # parameters bound: planned with their values
+                raw = await conn.fetchval(f"EXPLAIN ({options}FORMAT JSON) {sql}", *args)
         finally:
             await tx.rollback()
     finally:
         await conn.close()
     return json.loads(raw)[0]
+
+
+def literal(value: Any) -> str:
+    """A parameter as SQL text, for EXECUTE."""
+    if isinstance(value, list):
+        return f"ARRAY[{', '.join(literal(v) for v in value)}]"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
 
 
 def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -139,10 +163,19 @@ def shape(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
     return [(node["Node Type"], node.get("Index Name")) for node in nodes(plan)]
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-async def test_statement_uses_its_index(stores: dict[int, str], name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "generic"),
+    [
+        pytest.param(name, generic, id=f"{name}-{'generic' if generic else 'custom'}")
+        for name in sorted(EXPECTED)
+        for generic in (False, True)
+        if not (generic and name in PLANNED_EACH_TIME)
+    ],
+)
+async def test_statement_uses_its_index(stores: dict[int, str], name: str, generic: bool) -> None:
     args, indexes = EXPECTED[name]
-    plan = (await explain(stores[100_000], getattr(q, name), args, analyze=False))["Plan"]
+    sql = getattr(q, name)
+    plan = (await explain(stores[100_000], sql, args, analyze=False, generic=generic))["Plan"]
     used = {node.get("Index Name") for node in nodes(plan)}
     assert indexes <= used, shape(plan)
     scans = [

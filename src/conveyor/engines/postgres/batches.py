@@ -17,6 +17,7 @@ from conveyor.engines.engine import BatchCounts
 from conveyor.engines.postgres import queries as q
 from conveyor.engines.postgres.rows import Row, RowState
 from conveyor.engines.postgres.settle import settle_many
+from conveyor.engines.postgres.store import fetch_planned
 from conveyor.engines.postgres.tx import Tx
 
 
@@ -28,7 +29,7 @@ async def count(conn: Any, batch_id: str) -> BatchCounts:
 
 async def page(conn: Any, batch_id: str, after: int, limit: int) -> list[Row]:
     """Up to `limit` + 1 of the batch's tasks after position `after`, in put order."""
-    rows: list[Row] = await conn.fetch(q.BATCH_PAGE, batch_id, after, limit + 1)
+    rows: list[Row] = await fetch_planned(conn, q.BATCH_PAGE, batch_id, after, limit + 1)
     return rows
 
 

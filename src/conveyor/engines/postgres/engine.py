@@ -58,7 +58,7 @@ from conveyor.engines.postgres.put import put
 from conveyor.engines.postgres.queries import STATUS_CODES, STATUSES
 from conveyor.engines.postgres.rows import Row, RowState, decode_any, to_task
 from conveyor.engines.postgres.settle import settle, settle_many, state_of, states
-from conveyor.engines.postgres.store import LOST
+from conveyor.engines.postgres.store import LOST, fetch_planned
 from conveyor.engines.postgres.sweep import sweep
 from conveyor.engines.postgres.tx import Tx
 from conveyor.errors import (
@@ -413,10 +413,14 @@ class PostgresEngine:
             # each run comes in seq order; merged, the queue's order
             runs = []
             if others:
-                runs.append(await conn.fetch(q.LIST_BY_STATUS, queue, start, limit + 1, others))
+                runs.append(
+                    await fetch_planned(conn, q.LIST_BY_STATUS, queue, start, limit + 1, others)
+                )
             if TaskStatus.QUEUED in statuses:
                 runs.append(
-                    await conn.fetch(q.LIST_QUEUED, queue, start, limit + 1, config.max_level)
+                    await fetch_planned(
+                        conn, q.LIST_QUEUED, queue, start, limit + 1, config.max_level
+                    )
                 )
             return list(itertools.islice(heapq.merge(*runs, key=lambda row: row[0]), limit + 1))
 

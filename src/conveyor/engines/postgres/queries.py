@@ -23,6 +23,11 @@ one another's counter row; `queue_stats` adds the slots up. `batch_counts` does 
 for each batch's tasks by how they ended (total, completed, failed, not run), so reading a
 batch's counts costs a few rows however large the batch.
 
+asyncpg prepares every statement, and PostgreSQL may keep a plan made without the
+parameters' values: tests/engines/test_postgres_plans.py checks both kinds of plan. The
+listings (LIST_*, BATCH_PAGE), whose best plan depends on the queue or batch named, are
+prepared afresh at each call instead (store.fetch_planned).
+
 Schema versions are MIGRATIONS[version - 1], applied in order at start-up under an
 advisory lock; version 1 is the whole schema.
 """
@@ -329,12 +334,14 @@ QUEUES_RUNNING = """
 SELECT q.name FROM unnest($1::text[]) AS q(name)
 WHERE EXISTS (SELECT 1 FROM tasks WHERE queue = q.name AND status = 2)
 """
-# The lease id is minted by PostgreSQL per row: 122 random bits, a fencing token.
+# The lease id is minted by PostgreSQL per row: 122 random bits, a fencing token. The rows
+# are queued and locked by this transaction (OLDEST_*), so no status test: with one, a
+# generic plan would read a ready index from end to end looking for the seqs.
 CLAIM = f"""
 UPDATE tasks SET status = 2, attempts = attempts + 1, started_at = $1,
     lease_id = replace(gen_random_uuid()::text, '-', ''), worker_id = $2,
     lease_expires_at = $3, lease_s = $4
-WHERE seq = ANY($5::bigint[]) AND status = 0
+WHERE seq = ANY($5::bigint[])
 RETURNING {TASK_COLUMNS}
 """
 

@@ -131,3 +131,17 @@ async def migrate(conn: Any, schema: str) -> None:
             await conn.execute(migration)
         if version < q.SCHEMA_VERSION:
             await conn.execute(q.SET_SCHEMA_VERSION.format(version=q.SCHEMA_VERSION))
+
+
+async def fetch_planned(conn: Any, sql: str, *args: Any) -> list[Any]:
+    """Rows of `sql`, planned for these arguments.
+
+    asyncpg prepares and caches every statement, and after a few executions PostgreSQL may
+    keep one plan made without the arguments' values. For a listing that plan can walk
+    the primary key in seq order and filter, which reads the whole table to list a small
+    queue. A statement prepared afresh is planned with its arguments: one round trip more,
+    for reads that are not on a hot path.
+    """
+    statement = await conn.prepare(sql)
+    rows: list[Any] = await statement.fetch(*args)
+    return rows
