@@ -46,9 +46,15 @@ CROSS JOIN LATERAL (
     SELECT CASE i % 10 WHEN 6 THEN 1 WHEN 7 THEN 2 WHEN 8 THEN 3 WHEN 9 THEN 4 ELSE 0 END
 ) AS s(status)
 """
+EVENTS = """
+INSERT INTO events (task_seq, event_id, event, data, created_at)
+SELECT seq, n, 'progress', '{}', 0 FROM tasks CROSS JOIN generate_series(1, 3) AS n
+WHERE seq % 10 = 7
+"""
 QUEUE = "INSERT INTO queues (name, config, paused, retention_s) VALUES ($1, '{}', false, 60)"
 
 TAKE = (["q"], [1], [10], list(range(10)), 10)  # OLDEST_BY_SOURCE: q's ten levels, size 10
+SEQS = list(range(1, 100_000, 100))  # a thousand tasks spread over the table
 
 # listings run as statements prepared afresh (store.fetch_planned), never on a generic plan
 PLANNED_EACH_TIME = {"LIST_QUEUED", "LIST_BY_STATUS", "BATCH_PAGE"}
@@ -61,6 +67,25 @@ EXPECTED: dict[str, tuple[tuple[Any, ...], set[str]]] = {
     "QUEUES_RUNNING": ((["q"],), {"ix_listing"}),
     "ANY_RUNNING": (("q",), set()),  # ix_listing or ix_leases: both hold running tasks only
     "CLAIM": ((NOW, "w", NOW + 60, 60.0, [1, 2, 3]), {"tasks_pkey"}),
+    "CLAIM[1000]": ((NOW, "w", NOW + 60, 60.0, SEQS), {"tasks_pkey"}),
+    "SETTLE": ((5, 3, None, NOW, b"{}", None, 200, NOW), {"tasks_pkey"}),
+    "SETTLE_MANY[1000]": (
+        (
+            SEQS,
+            [3] * 1000,
+            [None] * 1000,
+            [NOW] * 1000,
+            [b"{}"] * 1000,
+            [None] * 1000,
+            [200] * 1000,
+            [NOW] * 1000,
+        ),
+        {"tasks_pkey"},
+    ),
+    "SELECT_STATES[1000]": (([f"p{i:09d}" for i in SEQS],), {"tasks_task_id_key"}),
+    "MARK_CANCEL_MANY": ((SEQS,), {"tasks_pkey"}),
+    "EXTEND_LEASE": ((5, NOW), {"tasks_pkey"}),
+    "DELETE_EVENTS": ((SEQS[:10],), {"events_pkey"}),
     "SELECT_STATE": (("p000000005",), {"tasks_task_id_key"}),
     "SELECT_STATES": ((["p000000005", "p000000015"],), {"tasks_task_id_key"}),
     "SELECT_TASK": (("p000000005",), {"tasks_task_id_key"}),
@@ -96,6 +121,7 @@ async def _fill(schema: str, tasks: int) -> None:
         await conn.execute(QUEUE, "q")
         await conn.execute(QUEUE, "other")
         await conn.execute(FILL, tasks, NOW)
+        await conn.execute(EVENTS)
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -144,11 +170,26 @@ async def explain(
 
 
 def literal(value: Any) -> str:
-    """A parameter as SQL text, for EXECUTE."""
+    """A parameter as SQL text, for EXECUTE (an untyped literal takes the parameter's type)."""
+    if value is None:
+        return "NULL"
     if isinstance(value, list):
-        return f"ARRAY[{', '.join(literal(v) for v in value)}]"
+        return "'{" + ",".join(_element(v) for v in value) + "}'"
+    if isinstance(value, bytes):
+        return f"'\\x{value.hex()}'"
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
+def _element(value: Any) -> str:
+    """An array element in PostgreSQL's array text."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f'"\\\\x{value.hex()}"'
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return repr(value)
 
 
@@ -174,7 +215,7 @@ def shape(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
 )
 async def test_statement_uses_its_index(stores: dict[int, str], name: str, generic: bool) -> None:
     args, indexes = EXPECTED[name]
-    sql = getattr(q, name)
+    sql = getattr(q, name.partition("[")[0])
     plan = (await explain(stores[100_000], sql, args, analyze=False, generic=generic))["Plan"]
     used = {node.get("Index Name") for node in nodes(plan)}
     assert indexes <= used, shape(plan)
