@@ -76,6 +76,7 @@ T = TypeVar("T")
 RECONNECTS = 3  # a verb whose connection was lost before COMMIT is run again this often
 RETRIES = 5  # and one the server rolled back (a deadlock, a serialization failure)
 CLOSE_TIMEOUT_S = 10.0
+NOTIFY_TIMEOUT_S = 5.0  # a notice that cannot go out by then is dropped (waiters recheck)
 
 
 class PostgresEngine:
@@ -201,10 +202,10 @@ class PostgresEngine:
             self._sender.add(tx.work, tx.changed, min(tx.due) if tx.due else None)
 
     async def _notify(self, sql: str) -> None:
-        """Run the notices' transaction on a pooled connection."""
+        """Run the notices' transaction on a pooled connection (bounded: see notices.py)."""
         if self._pool is not None:
-            async with self._pool.acquire() as conn:
-                await conn.execute(sql)
+            async with self._pool.acquire(timeout=NOTIFY_TIMEOUT_S) as conn:
+                await conn.execute(sql, timeout=NOTIFY_TIMEOUT_S)
 
     # ---- queues ----
     async def register_queue(self, config: QueueConfig, *, replace: bool = True) -> QueueConfig:

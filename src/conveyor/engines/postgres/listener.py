@@ -16,6 +16,7 @@ again": a waiter finds what it missed within seconds, never at its full timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_CHECK_S = 15.0  # how often an idle listening connection is asked whether it lives
 RECHECK_S = 2.0  # the longest a watch waits before its waiter looks again anyway
+STOP_GRACE_S = 2.0
 RECONNECT_S = (0.05, 0.2, 0.5, 1.0, 2.0)  # waits between attempts, the last one repeating
 
 Connect = Callable[[], Awaitable[Any]]
@@ -60,11 +62,22 @@ class Listener:
         self._task = asyncio.create_task(self._run(conn), name="conveyor-postgres-listener")
 
     async def stop(self) -> None:
-        """Stop listening and close the connection; returns once the task has ended."""
+        """Stop listening and close the connection; returns once the task has ended.
+
+        The task ends at once unless it is connecting to a server that does not answer;
+        after STOP_GRACE_S it is cancelled (connecting can take CONNECT_TIMEOUT_S).
+        """
         self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=STOP_GRACE_S)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        elif (exc := task.exception()) is not None:
+            log.error("the LISTEN task ended with an error", exc_info=exc)
 
     async def _listen(self) -> Any:
         conn = await self._connect()
