@@ -4,12 +4,12 @@ Scripts are loaded once when the engine opens (SCRIPT LOAD) and called with EVAL
 server that lost them (restarted, failed over, or told SCRIPT FLUSH) answers NOSCRIPT, and
 the script is loaded again and the call repeated: a NOSCRIPT call ran nothing.
 
-Commands take a lean path: arguments packed here into one buffer, written on a pooled
-redis-py connection and read back with its hiredis parser. redis-py's own command path
-(encoders, response callbacks, retry and observability hooks) costs several times the
-round trip itself, and the hot verbs are one or two round trips each. A connection that
-fails is dropped and the exchange tried again on a fresh one (a restarted server included)
-for up to RETRIES times, with backoff.
+Commands take a lean path: arguments packed here into one buffer and sent on one shared,
+automatically pipelined connection (multiplex.py). redis-py's own command path (encoders,
+response callbacks, retry and observability hooks) costs several times the round trip
+itself, and the hot verbs are one or two round trips each. When the connection fails, the
+exchange is tried again on a fresh one (a restarted server included) for up to RETRIES
+times, with backoff.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.engines.redis import scripts
+from conveyor.engines.redis.multiplex import Multiplexer
 from conveyor.errors import EngineUnavailable
 
 Arg = str | bytes | int | float
@@ -91,6 +92,7 @@ class Link:
             protocol=2,  # the replies (and pub/sub messages) this engine reads: RESP2's
         )
         self.redis = Redis(connection_pool=self.pool)
+        self.mux = Multiplexer(self.pool.connection_kwargs)
 
     async def open(self) -> None:
         """Check the server answers and load every script."""
@@ -105,6 +107,7 @@ class Link:
         assert [s.decode() for s in loaded] == list(SHAS.values()), "Redis named a script otherwise"
 
     async def close(self) -> None:
+        await self.mux.close()
         await self.redis.aclose()
         await self.pool.aclose()
 
@@ -112,27 +115,11 @@ class Link:
         """Send packed commands at once; their `count` replies (a ResponseError is a reply)."""
         with unavailable():
             for attempt in range(RETRIES + 1):
-                conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
                 try:
-                    await conn.send_packed_command(commands, check_health=False)
-                    replies: list[Any] = []
-                    for _ in range(count):
-                        try:
-                            replies.append(await conn.read_response())
-                        except ResponseError as exc:
-                            replies.append(exc)
-                    return replies
+                    return await self.mux.exchange(commands, count)
                 except _LOST:
-                    await conn.disconnect()
                     if attempt == RETRIES:
                         raise
-                except BaseException:
-                    # cancelled between the write and the last reply: unread replies would
-                    # reach the connection's next user
-                    await conn.disconnect(nowait=True)
-                    raise
-                finally:
-                    await self.pool.release(conn)
                 await asyncio.sleep(BACKOFF_S[attempt])
         raise AssertionError("unreachable")
 

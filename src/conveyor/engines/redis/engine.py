@@ -94,6 +94,7 @@ class RedisEngine:
         self._rng = rng or random.Random()
         self._max_connections = max_connections
         self._rotation = Rotation()
+        self._spares = take.Spare()
         self._local = LocalNotifier()  # due times and callbacks, within this process
         self._parts: _Parts | None = None
 
@@ -237,7 +238,7 @@ class RedisEngine:
     async def take(self, request: TakeRequest) -> list[Task]:
         p = self._p
         now = self._clock()
-        tasks = await take.take(p.link, self._keys, request, self._rotation, now)
+        tasks = await take.take(p.link, self._keys, request, self._rotation, now, self._spares)
         if tasks:
             p.directory.remember((t.task_id, t.queue) for t in tasks)
             self._local.due(now + request.lease_s)
@@ -337,7 +338,8 @@ class RedisEngine:
     ) -> TaskPage:
         start = parse_cursor(after)
         statuses = list(TaskStatus) if status is None else [status]
-        return await self._page(queue, start, limit, [f"s:{s.value}" for s in statuses], True)
+        indexes = ["queued" if s is TaskStatus.QUEUED else f"s:{s.value}" for s in statuses]
+        return await self._page(queue, start, limit, indexes, True)
 
     async def _page(
         self, queue: str, start: int, limit: int, indexes: list[str], check: bool

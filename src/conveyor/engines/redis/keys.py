@@ -9,8 +9,9 @@ With the prefix `P` (`?prefix=` in the URL, `conveyor` by default):
     P:{q:NAME}:t:ID               hash  one task (field names in codec.py)
     P:{q:NAME}:e:ID               list  its events, oldest first (event id = position + 1)
     P:{q:NAME}:n                  hash  "LEVEL:STATUS" -> count
-    P:{q:NAME}:s:STATUS           zset  id by seq: every task in STATUS (listings)
-    P:{q:NAME}:r:LEVEL            zset  id by seq: the ready lane of a level (queued tasks)
+    P:{q:NAME}:s:STATUS           zset  id by seq: every task in STATUS but queued (listings)
+    P:{q:NAME}:r:LEVEL            zset  id by seq: the ready lane of a level (queued tasks;
+                                        they are listed through these)
     P:{q:NAME}:rg:LEVEL:GROUP     zset  id by seq: the lane's queued tasks of one group (fair)
     P:{q:NAME}:g:LEVEL            zset  the lane's groups with queued tasks (all score 0, by name)
     P:{q:NAME}:sched              zset  id by run_at: scheduled tasks

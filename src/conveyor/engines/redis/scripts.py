@@ -48,7 +48,7 @@ end
 
 local function leave(t)
   local id, st = t.id, t.s
-  redis.call('ZREM', B .. 's:' .. st, id)
+  if st ~= 'queued' then redis.call('ZREM', B .. 's:' .. st, id) end
   if st == 'queued' then
     redis.call('ZREM', B .. 'r:' .. t.lv, id)
     local gk = B .. 'rg:' .. t.lv .. ':' .. t.g
@@ -70,7 +70,8 @@ end
 
 local function enter(t)
   local id, st = t.id, t.s
-  redis.call('ZADD', B .. 's:' .. st, t.seq, id)
+  -- the listing order of queued tasks is their lanes' (r:LEVEL), which are scored by seq too
+  if st ~= 'queued' then redis.call('ZADD', B .. 's:' .. st, t.seq, id) end
   if st == 'queued' then
     redis.call('ZADD', B .. 'r:' .. t.lv, t.seq, id)
     redis.call('ZADD', B .. 'rg:' .. t.lv .. ':' .. t.g, t.seq, id)
@@ -209,9 +210,9 @@ return created
 )
 
 # ARGV: prefix, now, lease_expires_at, lease_s, worker_id, one ('1': only while the queue
-# runs no task), most (how many to claim at most), then pairs (task id, new lease id) in the
-# order chosen. Claims, in that order, each that is still queued, up to `most`; returns
-# their fields (HGETALL), in order.
+# runs no task), most (how many to claim at most), `most` new lease ids, then the task ids
+# in the order chosen. Claims, in that order, each that is still queued, up to `most`;
+# returns their fields (HGETALL), in order.
 CLAIM = (
     _LIB
     + r"""
@@ -219,14 +220,15 @@ if redis.call('HGET', B .. 'meta', 'paused') ~= '0' then return {} end
 if ARGV[6] == '1' and redis.call('ZCARD', B .. 'lease') > 0 then return {} end
 local most = tonumber(ARGV[7])
 local out = {}
-for i = 8, #ARGV, 2 do
+for i = 8 + most, #ARGV do
   local id = ARGV[i]
-  local t = load(id)
-  if t and t.s == 'queued' then
+  -- most candidates passed over were taken by another server: look at the status first
+  local t = redis.call('HGET', tkey(id), 's') == 'queued' and load(id)
+  if t then
     leave(t)
     local k = tkey(id)
     redis.call('HINCRBY', k, 'at', 1)
-    redis.call('HSET', k, 's', 'running', 'sa', ARGV[2], 'li', ARGV[i + 1], 'wi', ARGV[5],
+    redis.call('HSET', k, 's', 'running', 'sa', ARGV[2], 'li', ARGV[8 + #out], 'wi', ARGV[5],
                'le', ARGV[3], 'ls', ARGV[4])
     t.s = 'running'
     t.le = ARGV[3]
@@ -283,7 +285,7 @@ for i = 3, #ARGV, 15 do
     if full then
       out[#out + 1] = {'ok', redis.call('HGETALL', k)}
     else
-      out[#out + 1] = {'ok', redis.call('HGET', k, 's')}
+      out[#out + 1] = {'ok', t.s}
     end
   end
 end
@@ -373,9 +375,15 @@ if not paused then return {0} end
 if paused ~= '0' then return {1} end
 local limit = tonumber(ARGV[2])
 local out = {2, redis.call('ZCARD', B .. 'lease')}
+local queued = {}  -- level -> queued count, from the counts hash: one read for all levels
+local counts = redis.call('HGETALL', B .. 'n')
+for j = 1, #counts, 2 do
+  local lv, st = string.match(counts[j], '^(%d+):(.+)$')
+  if st == 'queued' then queued[lv] = tonumber(counts[j + 1]) end
+end
 for i = 3, #ARGV do
   local k = B .. 'r:' .. ARGV[i]
-  local n = redis.call('ZCARD', k)
+  local n = queued[ARGV[i]] or 0
   if n > 0 then
     local oldest = {}
     if limit > 0 then oldest = redis.call('ZRANGE', k, 0, limit - 1, 'WITHSCORES') end
@@ -403,7 +411,7 @@ return {'ok', n}
 )
 
 # ARGV: prefix, after (seq), limit, check ('1': the queue must exist), then key suffixes of
-# sorted sets scored by seq. Returns {seq, fields} for up to `limit` tasks after `after`,
+# sorted sets scored by seq ('queued': every level's lane). Returns {seq, fields} for up to `limit` tasks after `after`,
 # merged in seq order.
 LIST = r"""
 local B = KEYS[1]
@@ -411,13 +419,25 @@ if ARGV[4] == '1' and not redis.call('HGET', B .. 'meta', 'config') then
   return redis.error_reply('NOQUEUE')
 end
 local limit = tonumber(ARGV[3])
-local all = {}
+local indexes = {}
 for i = 5, #ARGV do
-  local r = redis.call('ZRANGEBYSCORE', B .. ARGV[i], '(' .. ARGV[2], '+inf', 'WITHSCORES',
+  if ARGV[i] == 'queued' then  -- queued tasks are listed through their lanes
+    local counts = redis.call('HGETALL', B .. 'n')
+    for j = 1, #counts, 2 do
+      local lv, st = string.match(counts[j], '^(%d+):(.+)$')
+      if st == 'queued' then indexes[#indexes + 1] = 'r:' .. lv end
+    end
+  else
+    indexes[#indexes + 1] = ARGV[i]
+  end
+end
+local all = {}
+for _, index in ipairs(indexes) do
+  local r = redis.call('ZRANGEBYSCORE', B .. index, '(' .. ARGV[2], '+inf', 'WITHSCORES',
                        'LIMIT', 0, limit)
   for j = 1, #r, 2 do all[#all + 1] = {tonumber(r[j + 1]), r[j], r[j + 1]} end
 end
-if #ARGV > 5 then table.sort(all, function(x, y) return x[1] < y[1] end) end
+if #indexes > 1 then table.sort(all, function(x, y) return x[1] < y[1] end) end
 local out = {}
 for i = 1, math.min(#all, limit) do
   out[i] = {all[i][3], redis.call('HGETALL', B .. 't:' .. all[i][2])}

@@ -27,8 +27,22 @@ from conveyor.engines.redis.keys import Keys
 
 ROUNDS = 50  # claims per take while other takers keep winning the chosen tasks
 REFINES = 8  # snapshot reads per choice (the fair strategy needs a few)
-SPARE = 32  # extra candidates a one-queue fifo or active_passive take falls back on:
-# about as many as takers racing for the head of one queue
+MIN_SPARE, MAX_SPARE = 2, 64  # extra candidates a one-queue fifo take may fall back on
+
+
+class Spare:
+    """How many spare candidates to choose: doubled when a take lost tasks to other takers,
+    lowered by one after a take that lost none (about as many as takers race here)."""
+
+    def __init__(self) -> None:
+        self.count = MIN_SPARE
+
+    def lost(self) -> None:
+        self.count = min(self.count * 2, MAX_SPARE)
+
+    def won(self) -> None:
+        self.count = max(self.count - 1, MIN_SPARE)
+
 
 _UNKNOWN, _PAUSED, _OPEN = 0, 1, 2
 
@@ -182,11 +196,12 @@ async def claim(
     leased, in the order chosen."""
     by_queue: dict[str, list[Arg]] = {}
     for candidate in chosen:
-        by_queue.setdefault(candidate.lane.queue, []).extend((candidate.task_id, new_lease_id()))
+        by_queue.setdefault(candidate.lane.queue, []).append(candidate.task_id)
     one = "1" if request.strategy is Strategy.SEQUENTIAL else "0"
     expires_at = now + request.lease_s
     batch = link.batch()
-    for queue, pairs in by_queue.items():
+    for queue, ids in by_queue.items():
+        lease_ids = [new_lease_id() for _ in range(min(most, len(ids)))]
         batch.script(
             "claim",
             keys.queue(queue),
@@ -196,8 +211,9 @@ async def claim(
             request.lease_s,
             request.worker_id,
             one,
-            most,
-            *pairs,
+            len(lease_ids),
+            *lease_ids,
+            *ids,
         )
     taken: dict[str, Task] = {}
     for queue, reply in zip(by_queue, await batch.run(), strict=True):
@@ -210,13 +226,18 @@ async def claim(
 
 
 async def take(
-    link: Link, keys: Keys, request: TakeRequest, rotation: Rotation, now: float
+    link: Link,
+    keys: Keys,
+    request: TakeRequest,
+    rotation: Rotation,
+    now: float,
+    spares: Spare,
 ) -> list[Task]:
     """Lease up to `request.size` tasks by the request's strategy."""
     tasks: list[Task] = []
     for _ in range(ROUNDS):
         size = request.size - len(tasks)
-        spare = _spare(request, size)
+        spare = spares.count if _sparing(request) else 0
         chosen = await choose(link, keys, request, size + spare, rotation)
         if not chosen:
             break
@@ -224,16 +245,19 @@ async def take(
         claimed = await claim(link, keys, chosen, request, now, most)
         tasks.extend(claimed)
         # every task chosen was claimed (or as many as asked): none was lost to others
-        if len(claimed) == min(len(chosen), most) or len(tasks) >= request.size:
+        if len(claimed) == min(len(chosen), most):
+            spares.won()
+            break
+        spares.lost()
+        if len(tasks) >= request.size:
             break
     return tasks
 
 
-def _spare(request: TakeRequest, size: int) -> int:
-    """Candidates to choose beyond `size`, so that losing a few to other takers costs no
-    second round trip. Only where choosing more changes nothing about the first `size`
-    (fifo and active_passive keep no rotation, and their order extends) and where one
-    script claims them all (one queue)."""
+def _sparing(request: TakeRequest) -> bool:
+    """Whether to choose spare candidates, so that losing a few to other takers costs no
+    second round trip: only where choosing more changes nothing about the first ones (fifo
+    and active_passive keep no rotation, and their order extends) and where one script
+    claims them all (one queue)."""
     one_queue = len({s.queue for s in request.sources}) == 1
-    ordered = request.strategy in (Strategy.FIFO, Strategy.ACTIVE_PASSIVE)
-    return SPARE if one_queue and ordered else 0
+    return one_queue and request.strategy in (Strategy.FIFO, Strategy.ACTIVE_PASSIVE)

@@ -1,0 +1,161 @@
+"""One Redis connection shared by every caller of an engine, with automatic pipelining.
+
+Callers hand in packed commands and await their replies. Whatever is handed in during one
+event-loop iteration goes out in one write, and one read may bring back replies for many
+callers; replies come back in order, so each caller takes the next `count` of them. None of
+the engine's commands block on the server, so sharing is safe. A caller cancelled while
+its commands are out only stops waiting: its replies are read and dropped, and the
+connection stays in step.
+
+redis-py's Connection opens the connection (TLS, AUTH, SELECT, CLIENT SETNAME from the
+URL); from then on this module writes and reads its streams with a hiredis Reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+import hiredis
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 16
+
+
+def _error(message: str) -> ResponseError:
+    """An error reply as redis-py would raise it (NOSCRIPT typed, a generic ERR stripped)."""
+    if message.startswith("NOSCRIPT"):
+        return NoScriptError(message)
+    return ResponseError(message.removeprefix("ERR "))
+
+
+class _Request:
+    __slots__ = ("count", "future", "replies")
+
+    def __init__(self, count: int, future: asyncio.Future[list[Any]]) -> None:
+        self.count = count
+        self.future = future
+        self.replies: list[Any] = []
+
+
+class Multiplexer:
+    """The shared connection; opened on first use and again after it is lost."""
+
+    def __init__(self, connection_kwargs: dict[str, Any]) -> None:
+        kwargs = dict(connection_kwargs)
+        kwargs.pop("retry", None)
+        kwargs["socket_timeout"] = None  # replies may wait behind a long script
+        self._kwargs = kwargs
+        self._conn: Connection | None = None
+        self._dead: list[Connection] = []  # lost connections, to disconnect properly
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._outbox: list[bytes] = []
+        self._queued: list[_Request] = []
+        self._inflight: deque[_Request] = deque()
+        self._flush_scheduled = False
+
+    async def exchange(self, packed: bytes, count: int) -> list[Any]:
+        """Send `packed` (`count` commands); their replies, errors included as values."""
+        if self._writer is None:
+            await self._connect()
+        loop = asyncio.get_running_loop()
+        request = _Request(count, loop.create_future())
+        self._outbox.append(packed)
+        self._queued.append(request)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await request.future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        outbox, queued = self._outbox, self._queued
+        self._outbox, self._queued = [], []
+        if self._writer is None:
+            _fail(queued, RedisConnectionError("the Redis connection was lost"))
+            return
+        self._inflight.extend(queued)
+        try:
+            self._writer.write(b"".join(outbox))
+        except (OSError, RuntimeError) as exc:
+            self._lost(RedisConnectionError(f"writing to Redis failed: {exc}"))
+
+    async def _connect(self) -> None:
+        async with self._lock:
+            if self._writer is not None:
+                return
+            await self._bury()
+            conn = Connection(**self._kwargs)
+            await conn.connect()  # type: ignore[no-untyped-call]
+            reader, writer = conn._reader, conn._writer
+            assert reader is not None
+            assert writer is not None
+            self._conn, self._writer = conn, writer
+            self._reader_task = asyncio.create_task(
+                self._read(reader, writer), name="conveyor-redis-reader"
+            )
+
+    async def _read(self, stream: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader(replyError=_error)
+        try:
+            while True:
+                data = await stream.read(READ_SIZE)
+                if not data:
+                    raise RedisConnectionError("Redis closed the connection")
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    request = self._inflight[0]
+                    request.replies.append(reply)
+                    if len(request.replies) == request.count:
+                        self._inflight.popleft()
+                        if not request.future.done():
+                            request.future.set_result(request.replies)
+        except asyncio.CancelledError:
+            if self._writer is writer:
+                self._lost(RedisConnectionError("the Redis connection was closed"))
+            raise
+        except Exception as exc:
+            if not isinstance(exc, RedisConnectionError | OSError):
+                log.exception("reading from Redis failed")
+            if self._writer is writer:  # not a connection already replaced
+                self._lost(RedisConnectionError(str(exc) or "reading from Redis failed"))
+
+    def _lost(self, error: RedisConnectionError) -> None:
+        """Fail everything out or queued; the next exchange connects afresh."""
+        conn, writer, self._writer, self._conn = self._conn, self._writer, None, None
+        if writer is not None:
+            writer.close()
+        if conn is not None:
+            self._dead.append(conn)
+        inflight = list(self._inflight)
+        self._inflight.clear()
+        _fail(inflight, error)
+
+    async def close(self) -> None:
+        task, self._reader_task = self._reader_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        self._lost(RedisConnectionError("the engine was closed"))
+        _fail(self._queued, RedisConnectionError("the engine was closed"))
+        self._queued, self._outbox = [], []
+        await self._bury()
+
+    async def _bury(self) -> None:
+        dead, self._dead = self._dead, []
+        for conn in dead:
+            await conn.disconnect(nowait=True)
+
+
+def _fail(requests: list[_Request], error: Exception) -> None:
+    for request in requests:
+        if not request.future.done():
+            request.future.set_exception(error)
