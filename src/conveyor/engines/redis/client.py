@@ -34,6 +34,7 @@ Arg = str | bytes | int | float
 RETRIES = 8  # with the backoff below: about 4 s of a restarting server before giving up
 BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0)
 DEFAULT_MAX_CONNECTIONS = 64
+REPLY_TIMEOUT_S = 30.0  # a script over 10,000 tasks takes well under a second
 _LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -116,7 +117,12 @@ class Link:
         with unavailable():
             for attempt in range(RETRIES + 1):
                 try:
-                    return await self.mux.exchange(commands, count)
+                    async with asyncio.timeout(REPLY_TIMEOUT_S):
+                        return await self.mux.exchange(commands, count)
+                except TimeoutError:
+                    # a server that stopped answering: the connection is out of step now
+                    self.mux.reset("Redis did not answer in time")
+                    raise
                 except _LOST:
                     if attempt == RETRIES:
                         raise

@@ -128,6 +128,10 @@ class Multiplexer:
             if self._writer is writer:  # not a connection already replaced
                 self._lost(RedisConnectionError(str(exc) or "reading from Redis failed"))
 
+    def reset(self, reason: str) -> None:
+        """Give up on the connection (its replies are late): the next exchange reconnects."""
+        self._lost(RedisConnectionError(reason))
+
     def _lost(self, error: RedisConnectionError) -> None:
         """Fail everything out or queued; the next exchange connects afresh."""
         conn, writer, self._writer, self._conn = self._conn, self._writer, None, None
