@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -46,8 +47,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(data_dir: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """A `conveyor serve` process on a fresh SQLite store; its base URL."""
+def server(
+    data_dir: str, extra_env: dict[str, str] | None = None, engine: str | None = None
+) -> Iterator[str]:
+    """A `conveyor serve` process on a fresh store (SQLite unless `engine`); its base URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.update(extra_env or {})
@@ -60,6 +63,7 @@ def server(data_dir: str, extra_env: dict[str, str] | None = None) -> Iterator[s
         str(port),
         "--data-dir",
         data_dir,
+        *(["--engine", engine] if engine else []),
     ]
     process = subprocess.Popen(
         command,
@@ -238,16 +242,58 @@ async def pick_up_latency(url: str, samples: int) -> list[float]:
     return sorted(times)
 
 
-def run(quick: bool) -> list[Row]:
+def engine_label(engine: str | None) -> str:
+    """The name a report gives a store: sqlite, redis or postgres."""
+    if not engine:
+        return "sqlite"
+    scheme = engine.partition(":")[0]
+    return "postgres" if scheme.startswith("postgres") else scheme
+
+
+@contextmanager
+def fresh_store(engine: str | None) -> Iterator[str | None]:
+    """`engine` with a key prefix or schema of its own, emptied afterwards (SQLite: None)."""
+    if not engine:
+        yield None
+        return
+    name = f"bench_{secrets.token_hex(4)}"
+    label = engine_label(engine)
+    option = "prefix" if label == "redis" else "schema"
+    yield f"{engine}{'&' if '?' in engine else '?'}{option}={name}"
+    asyncio.run(_empty(label, engine.partition("?")[0], name))
+
+
+async def _empty(label: str, base: str, name: str) -> None:
+    if label == "redis":
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(base)
+        async for key in client.scan_iter(match=f"{name}*", count=1_000):
+            await client.delete(key)
+        await client.aclose()
+    else:
+        import asyncpg
+
+        conn = await asyncpg.connect(base)
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        await conn.close()
+
+
+def run(quick: bool, engine: str | None = None) -> list[Row]:
     rows: list[Row] = []
     scale = 10 if quick else 1
-    with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp, server(tmp) as url:
+    label = engine_label(engine)
+    with (
+        tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp,
+        fresh_store(engine) as url_of_store,
+        server(tmp, engine=url_of_store) as url,
+    ):
         if shutil.which("wrk"):
             rate, tool = put_rate_wrk(url, 10 // scale or 1), "wrk"
         else:
             rate, tool = asyncio.run(put_rate_aiohttp(url, 10 / scale)), "aiohttp"
         note(f"put: {rate:,.0f} req/s ({tool})")
-        rows.append(Row("sqlite", f"put (callback), 64 concurrent clients ({tool})", rate, "req/s"))
+        rows.append(Row(label, f"put (callback), 64 concurrent clients ({tool})", rate, "req/s"))
         for interval_s, load in ((0.032, "paced, 1,000 req/s offered"), (0.0, "saturated")):
             with worker_process(url, "blocking", concurrency=32):
                 times = asyncio.run(
@@ -256,7 +302,7 @@ def run(quick: bool) -> list[Row]:
             for q in (50, 99):
                 rows.append(
                     Row(
-                        "sqlite",
+                        label,
                         f"blocking round trip p{q}, 32 clients {load}, SDK worker (no-op)",
                         percentile(times, q),
                         "ms",
@@ -270,7 +316,7 @@ def run(quick: bool) -> list[Row]:
         for q in (50, 99):
             rows.append(
                 Row(
-                    "sqlite",
+                    label,
                     f"pick-up latency p{q}, put to idle long-polling taker",
                     percentile(picks, q),
                     "ms",
@@ -282,7 +328,7 @@ def run(quick: bool) -> list[Row]:
             e2e = asyncio.run(end_to_end(url, total))
         rows.append(
             Row(
-                "sqlite",
+                label,
                 f"end to end: SDK bulk-puts {total:,}, one worker process (concurrency 16) drains",
                 e2e,
                 "tasks/s",
@@ -299,12 +345,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run, about a tenth of the work"
     )
+    parser.add_argument(
+        "--engines",
+        default="sqlite",
+        help="comma-separated: sqlite (a temp dir), or engine URLs for conveyor serve --engine,"
+        " e.g. redis://127.0.0.1:6379/0?prefix=bench,postgresql://127.0.0.1:5432/test?schema=bench",
+    )
     parser.add_argument("--output", help="also write the markdown report to this file")
     args = parser.parse_args(argv)
-    rows = run(args.quick)
-    report = markdown(
-        rows, [("server", "conveyor serve (granian, 1 process), SQLite in a temp dir")]
-    )
+    rows: list[Row] = []
+    for engine in args.engines.split(","):
+        rows += run(args.quick, None if engine == "sqlite" else engine)
+    report = markdown(rows, [("server", "conveyor serve (granian, 1 process)")])
     print(report)
     if args.output:
         Path(args.output).write_text(report, encoding="utf-8")
