@@ -22,12 +22,27 @@ local STATE = {'s', 'lv', 'g', 'bid', 'rc', 'seq', 'ra', 'le', 'fa', 'ea', 'li',
                'at', 'ma', 'bo', 'ls', 'cb'}
 local DECIDE = {'s', 'li', 'le', 'cr', 'at', 'ma', 'bo', 'ls'}
 local work = false
+local deferred = nil  -- set by a script over many tasks: counts added up, written once
+local grouped = {}  -- lane groups known to be listed in this call
 
 local function tkey(id) return B .. 't:' .. id end
 
 local function count(lv, st, d)
   local f = lv .. ':' .. st
-  if redis.call('HINCRBY', B .. 'n', f, d) == 0 then redis.call('HDEL', B .. 'n', f) end
+  if deferred then
+    deferred[f] = (deferred[f] or 0) + d
+  elseif redis.call('HINCRBY', B .. 'n', f, d) == 0 then
+    redis.call('HDEL', B .. 'n', f)
+  end
+end
+
+local function write_counts()
+  for f, d in pairs(deferred) do
+    if d ~= 0 and redis.call('HINCRBY', B .. 'n', f, d) == 0 then
+      redis.call('HDEL', B .. 'n', f)
+    end
+  end
+  deferred = nil
 end
 
 local function bcount(t, d)
@@ -53,7 +68,10 @@ local function leave(t)
     redis.call('ZREM', B .. 'r:' .. t.lv, id)
     local gk = B .. 'rg:' .. t.lv .. ':' .. t.g
     redis.call('ZREM', gk, id)
-    if redis.call('EXISTS', gk) == 0 then redis.call('ZREM', B .. 'g:' .. t.lv, t.g) end
+    if redis.call('EXISTS', gk) == 0 then
+      redis.call('ZREM', B .. 'g:' .. t.lv, t.g)
+      grouped[t.lv .. ':' .. t.g] = nil
+    end
   elseif st == 'scheduled' then
     redis.call('ZREM', B .. 'sched', id)
   elseif st == 'running' then
@@ -75,7 +93,11 @@ local function enter(t)
   if st == 'queued' then
     redis.call('ZADD', B .. 'r:' .. t.lv, t.seq, id)
     redis.call('ZADD', B .. 'rg:' .. t.lv .. ':' .. t.g, t.seq, id)
-    redis.call('ZADD', B .. 'g:' .. t.lv, 0, t.g)
+    local lane_group = t.lv .. ':' .. t.g
+    if not grouped[lane_group] then
+      redis.call('ZADD', B .. 'g:' .. t.lv, 0, t.g)
+      grouped[lane_group] = true
+    end
     work = true
   elseif st == 'scheduled' then
     redis.call('ZADD', B .. 'sched', t.ra, id)
@@ -172,6 +194,7 @@ for i = 0, n - 1 do
     created[i + 1] = 1
   end
 end
+deferred = {}
 local time = redis.call('TIME')
 local seq = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local last = tonumber(redis.call('HGET', B .. 'meta', 'seq') or '0')
@@ -204,6 +227,7 @@ for i = 0, n - 1 do
   end
 end
 if stored then redis.call('HSET', B .. 'meta', 'seq', seq - 1) end
+write_counts()
 flush()
 return created
 """
