@@ -3,15 +3,18 @@
 Every verb is one transaction on a pooled connection (asyncpg). The state a verb is
 decided on is read FOR UPDATE and handed to domain/lifecycle.py; takes lock their
 candidates FOR UPDATE SKIP LOCKED (lanes.py), so concurrent takers, on any server, never
-get the same task. Counts and NOTIFY go out with the COMMIT (tx.py); one LISTEN
+get the same task. Counts go out with the COMMIT (tx.py); the news goes to this process's
+waiters at once and to the other servers by NOTIFY (notices.py), and one LISTEN
 connection wakes this process's waiters for what other servers did (listener.py).
 
-Driver: asyncpg. Measured against psycopg 3 (async) on this project's machine (2 cores)
-with `python -m benchmarks.postgres_drivers` (one put, one SKIP LOCKED take and one
-complete per cycle, synchronous_commit off so that the drivers' own cost shows):
-asyncpg ~900 cycles/s from 8 connections, psycopg ~490; from one connection they were
-within noise of each other (360-530 against 370-390). asyncpg speaks the binary protocol
-and prepares every statement, which is what the hot verbs repeat.
+Driver: asyncpg, measured against psycopg 3 (async) with `python -m
+benchmarks.postgres_drivers` on this project's machine (2 cores, shared with other work):
+the statements of one put, one SKIP LOCKED take and one complete per cycle, 4,000 cycles,
+synchronous_commit off so that the drivers' own cost shows. From 8 connections asyncpg
+ran 630-1,410 cycles/s and psycopg 190-680, and asyncpg spent 650-700 µs of client CPU
+per cycle against psycopg's 1,600-1,800; from one connection asyncpg spent 1,000-1,400 µs
+against 1,600-1,850. asyncpg speaks the binary protocol and prepares every statement,
+which is what the hot verbs repeat.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from conveyor.engines.postgres.settle import settle, settle_many, state_of, stat
 from conveyor.engines.postgres.store import LOST, fetch_planned
 from conveyor.engines.postgres.sweep import sweep
 from conveyor.engines.postgres.tx import Tx
+from conveyor.engines.postgres.vacuum import Vacuum
 from conveyor.errors import (
     ConveyorError,
     EngineUnavailable,
@@ -95,6 +99,7 @@ class PostgresEngine:
             lambda: store.connect(self._target), self._target.channel, self._origin, clock
         )
         self._sender = NoticeSender(self._notify, self._target.channel, self._origin)
+        self._vacuum = Vacuum(self._target.schema)
 
     # ---- lifecycle ----
     async def open(self) -> None:
@@ -501,6 +506,11 @@ class PostgresEngine:
     async def sweep(self) -> SweepReport:
         report = await self._write(lambda tx: sweep(tx, self._clock()))
         self._listener.local.swept(report.next_due_at)
+        if self._vacuum.due():
+            try:
+                await self._read(self._vacuum.run)
+            except (ConveyorError, asyncpg.PostgresError) as exc:
+                log.warning("could not vacuum schema %s: %s", self._target.schema, exc)
         return report
 
     def watch(self, queues: Sequence[str]) -> AbstractAsyncContextManager[WorkWatch]:

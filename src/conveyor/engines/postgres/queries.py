@@ -460,6 +460,14 @@ SELECT
     (SELECT min(expires_at) FROM tasks WHERE expires_at IS NOT NULL AND status IN (0, 1, 2))
 """
 
+# ---- vacuum (vacuum.py) ----
+DEAD_ROWS = """
+SELECT relname, n_live_tup, n_dead_tup FROM pg_stat_user_tables
+WHERE schemaname = $1 AND relname = ANY($2::text[])
+"""
+TRY_VACUUM_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
+VACUUM_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
+
 # ---- listing ----
 # a queue's queued tasks after $2 in put order, each level from its own index range
 LIST_QUEUED = f"""
