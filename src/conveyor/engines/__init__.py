@@ -13,7 +13,8 @@ __all__ = ["Engine", "create_engine"]
 
 def create_engine(url: str, *, clock: Clock = system_clock) -> Engine:
     """An unopened engine for `url`: `memory://`, `sqlite:///path/to/file.db`,
-    `redis://host:port/db` (`?prefix=` names its keys)."""
+    `redis://host:port/db` (`?prefix=` names its keys) or `postgresql://host/db`
+    (`?schema=` names its schema)."""
     parts = urlsplit(url)
     if parts.scheme == "memory":
         from conveyor.engines.memory import MemoryEngine
@@ -43,7 +44,8 @@ def create_engine(url: str, *, clock: Clock = system_clock) -> Engine:
             ) from exc
         return PostgresEngine(url, clock=clock)
     raise InvalidInput(
-        f"unknown engine URL {url!r}; use memory:// or sqlite:///path/to/conveyor.db",
+        f"unknown engine URL {url!r}; use memory://, sqlite:///path/to/conveyor.db,"
+        " redis://host:6379/0 or postgresql://host/db",
         param="engine",
     )
 
