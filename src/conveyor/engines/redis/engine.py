@@ -1,4 +1,4 @@
-"""The Redis engine: many server processes over one Redis (or Redis Cluster).
+"""The Redis engine: many server processes over one Redis (keys laid out for Redis Cluster).
 
 How the rules stay in one place. Every atomic operation is one Lua script (scripts.py) run
 by EVALSHA, but no script decides what a verb does to a task: that is

@@ -27,7 +27,7 @@ from conveyor.engines.redis.keys import Keys
 
 ROUNDS = 50  # claims per take while other takers keep winning the chosen tasks
 REFINES = 8  # snapshot reads per choice (the fair strategy needs a few)
-MIN_SPARE, MAX_SPARE = 2, 64  # extra candidates a one-queue fifo take may fall back on
+MIN_SPARE, MAX_SPARE = 2, 32  # extra candidates a one-queue fifo take may fall back on
 
 
 class Spare:
@@ -117,10 +117,7 @@ class Snapshot:
         for level, count, flat in reply[2:]:
             lane = Lane(queue, int(level))
             self.counts[lane] = int(count)
-            self.lanes[lane] = [
-                Candidate(int(float(flat[i + 1])), flat[i].decode(), lane, "")
-                for i in range(0, len(flat), 2)
-            ]
+            self.lanes[lane] = _candidates(flat, lane, "")
 
     async def refine(self, link: Link, keys: Keys) -> None:
         """Read what the last `select` missed."""
@@ -142,10 +139,16 @@ class Snapshot:
             groups = [g.decode() for g in reply]
             self.windows.setdefault(lane, []).append(_Window(after, groups, len(groups) < limit))
         for (lane, group), flat in zip(asks_oldest, replies[len(asks_groups) :], strict=True):
-            self.groups[(lane, group)] = [
-                Candidate(int(float(flat[i + 1])), flat[i].decode(), lane, group)
-                for i in range(0, len(flat), 2)
-            ]
+            self.groups[(lane, group)] = _candidates(flat, lane, group)
+
+
+def _candidates(flat: list[bytes], lane: Lane, group: str) -> list[Candidate]:
+    """ZRANGE ... WITHSCORES pairs (id, seq) as candidates; a seq is a whole number."""
+    make = Candidate._make
+    return [
+        make((int(seq), task_id.decode(), lane, group))
+        for task_id, seq in zip(flat[::2], flat[1::2], strict=True)
+    ]
 
 
 async def snapshot(link: Link, keys: Keys, sources: Sequence[Source], size: int) -> Snapshot:
