@@ -8,8 +8,9 @@ been written at that point.
 from __future__ import annotations
 
 import random
+from collections.abc import MutableMapping, Sequence
 from enum import StrEnum
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from conveyor.domain.retry import Backoff
 from conveyor.domain.states import TaskStatus, check_transition
@@ -21,7 +22,7 @@ from conveyor.domain.tasks import (
     after_failure,
     after_lease_expiry,
 )
-from conveyor.errors import InvalidTransition, LeaseLost
+from conveyor.errors import InvalidTransition, LeaseLost, NotFound
 
 
 class TaskState(Protocol):
@@ -149,3 +150,44 @@ def requeued(task: TaskState, now: float) -> Outcome:
             f"task {task.task_id} is {task.status}; only a failed task can be requeued"
         )
     return Outcome(TaskStatus.QUEUED, run_at=now)
+
+
+class MovableState(TaskState, Protocol):
+    """A stored task's state that can say what a settle leaves of it."""
+
+    def after(self, outcome_status: TaskStatus) -> MovableState: ...
+
+
+S = TypeVar("S", bound=MovableState)
+
+
+class CompletionRequest(Protocol):
+    """One item of a bulk complete."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def lease_id(self) -> str: ...
+    @property
+    def result(self) -> TaskResult: ...
+
+
+def completions(
+    current: MutableMapping[str, S], items: Sequence[CompletionRequest], now: float
+) -> list[tuple[S, Outcome] | NotFound | LeaseLost]:
+    """Decide every item of a bulk complete before anything is written, so that a refused
+    item leaves nothing behind; `current` holds the tasks' states (absent: not found) and
+    is moved on as items are decided, so a task named twice is settled by its first item."""
+    decided: list[tuple[S, Outcome] | NotFound | LeaseLost] = []
+    for item in items:
+        state = current.get(item.task_id)
+        try:
+            if state is None:
+                raise NotFound(f"task {item.task_id} does not exist")
+            outcome = completed(state, item.lease_id, item.result, now)
+        except (NotFound, LeaseLost) as exc:
+            decided.append(exc)
+            continue
+        decided.append((state, outcome))
+        current[item.task_id] = state.after(outcome.status)  # type: ignore[assignment]
+    return decided

@@ -59,7 +59,7 @@ from conveyor.engines.postgres.listener import Listener
 from conveyor.engines.postgres.notices import NoticeSender
 from conveyor.engines.postgres.put import put
 from conveyor.engines.postgres.queries import STATUS_CODES, STATUSES
-from conveyor.engines.postgres.rows import Row, RowState, decode_any, to_task
+from conveyor.engines.postgres.rows import Row, decode_any, to_task
 from conveyor.engines.postgres.settle import settle, settle_many, state_of, states
 from conveyor.engines.postgres.store import LOST, fetch_planned
 from conveyor.engines.postgres.sweep import sweep
@@ -69,7 +69,6 @@ from conveyor.errors import (
     ConveyorError,
     EngineUnavailable,
     InvalidInput,
-    LeaseLost,
     NotFound,
 )
 
@@ -278,25 +277,14 @@ class PostgresEngine:
     async def complete_many(self, items: Sequence[Completion]) -> list[Settled | ConveyorError]:
         async def op(tx: Tx) -> list[Settled | ConveyorError]:
             now = self._clock()
-            current = await states(tx, [item.task_id for item in items])
-            settled: list[Settled | ConveyorError] = []
-            writes: list[tuple[RowState, lifecycle.Outcome]] = []
-            for item in items:
-                # each item is decided before anything is written, so a refused one
-                # leaves nothing behind; a task named twice is settled by its first item
-                state = current.get(item.task_id)
-                try:
-                    if state is None:
-                        raise NotFound(f"task {item.task_id} does not exist")
-                    outcome = lifecycle.completed(state, item.lease_id, item.result, now)
-                except (NotFound, LeaseLost) as exc:
-                    settled.append(exc)
-                    continue
-                writes.append((state, outcome))
-                settled.append(Settled(state.queue, outcome.status))
-                current[item.task_id] = state.after(outcome.status)
-            await settle_many(tx, writes)
-            return settled
+            decided = lifecycle.completions(
+                await states(tx, [item.task_id for item in items]), items, now
+            )
+            await settle_many(tx, [d for d in decided if isinstance(d, tuple)])
+            return [
+                d if isinstance(d, ConveyorError) else Settled(d[0].queue, d[1].status)
+                for d in decided
+            ]
 
         return await self._write(op)
 

@@ -47,7 +47,7 @@ from conveyor.engines.sqlite import batch_counts, batches, records
 from conveyor.engines.sqlite import queries as q
 from conveyor.engines.sqlite.lanes import Lanes
 from conveyor.engines.sqlite.queries import STATUS_CODES
-from conveyor.engines.sqlite.rows import Row, RowState, decode_any, encode, to_task
+from conveyor.engines.sqlite.rows import Row, decode_any, encode, to_task
 from conveyor.engines.sqlite.settle import settle, settle_many, state_of, states
 from conveyor.engines.sqlite.store import (
     Checkpointer,
@@ -64,7 +64,6 @@ from conveyor.errors import (
     ConveyorError,
     EngineUnavailable,
     IdempotencyConflict,
-    LeaseLost,
     NotFound,
 )
 
@@ -367,25 +366,14 @@ class SqliteEngine:
     async def complete_many(self, items: Sequence[Completion]) -> list[Settled | ConveyorError]:
         def op(tx: Tx) -> list[Settled | ConveyorError]:
             now = self._clock()
-            current = states(tx, [item.task_id for item in items])
-            settled: list[Settled | ConveyorError] = []
-            writes: list[tuple[RowState, lifecycle.Outcome]] = []
-            for item in items:
-                # each item is decided before anything is written, so a refused one
-                # leaves nothing behind; a task named twice is settled by its first item
-                state = current.get(item.task_id)
-                try:
-                    if state is None:
-                        raise NotFound(f"task {item.task_id} does not exist")
-                    outcome = lifecycle.completed(state, item.lease_id, item.result, now)
-                except (NotFound, LeaseLost) as exc:
-                    settled.append(exc)
-                    continue
-                writes.append((state, outcome))
-                settled.append(Settled(state.queue, outcome.status))
-                current[item.task_id] = state.after(outcome.status)
-            settle_many(tx, writes)
-            return settled
+            decided = lifecycle.completions(
+                states(tx, [item.task_id for item in items]), items, now
+            )
+            settle_many(tx, [d for d in decided if isinstance(d, tuple)])
+            return [
+                d if isinstance(d, ConveyorError) else Settled(d[0].queue, d[1].status)
+                for d in decided
+            ]
 
         result: list[Settled | ConveyorError] = await self._write(op)
         return result
