@@ -34,18 +34,9 @@ advisory lock; version 1 is the whole schema.
 
 from __future__ import annotations
 
-from conveyor.domain.states import TaskStatus
+from conveyor.engines._rows import STATUS_CODES as STATUS_CODES
+from conveyor.engines._rows import STATUSES as STATUSES
 
-STATUS_CODES: dict[TaskStatus, int] = {
-    TaskStatus.QUEUED: 0,
-    TaskStatus.SCHEDULED: 1,
-    TaskStatus.RUNNING: 2,
-    TaskStatus.SUCCEEDED: 3,
-    TaskStatus.FAILED: 4,
-    TaskStatus.CANCELLED: 5,
-    TaskStatus.EXPIRED: 6,
-}
-STATUSES: list[TaskStatus] = sorted(STATUS_CODES, key=STATUS_CODES.__getitem__)
 SLOTS = 16
 
 SCHEMA_V1 = """

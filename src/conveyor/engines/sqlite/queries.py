@@ -24,23 +24,13 @@ columns added later are in ADDED_COLUMNS, so opening an older file adds what it 
 
 from __future__ import annotations
 
-from conveyor.domain.states import TaskStatus
+from conveyor.engines._rows import STATUS_CODES as STATUS_CODES
+from conveyor.engines._rows import STATUSES as STATUSES
 
 SCHEMA_VERSION = 3
 
 # columns added to tables after schema 1: (table, column) -> declaration
 ADDED_COLUMNS: dict[tuple[str, str], str] = {("tasks", "result_code"): "INTEGER"}
-
-STATUS_CODES: dict[TaskStatus, int] = {
-    TaskStatus.QUEUED: 0,
-    TaskStatus.SCHEDULED: 1,
-    TaskStatus.RUNNING: 2,
-    TaskStatus.SUCCEEDED: 3,
-    TaskStatus.FAILED: 4,
-    TaskStatus.CANCELLED: 5,
-    TaskStatus.EXPIRED: 6,
-}
-STATUSES: list[TaskStatus] = sorted(STATUS_CODES, key=STATUS_CODES.__getitem__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
