@@ -8,13 +8,18 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from conveyor.sdk import AsyncClient, Client
-from tests._server import running_server
+from tests._server import SERVER_ENGINES, running_server, session_store
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The base URL of `conveyor serve` on SQLite in a fresh data directory."""
-    with running_server(tmp_path_factory.mktemp("sdk-data")) as url:
+@pytest.fixture(scope="session", params=SERVER_ENGINES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The base URL of `conveyor serve` on a fresh store of each engine."""
+    with (
+        session_store(request.param) as engine_args,
+        running_server(tmp_path_factory.mktemp(f"sdk-{request.param}"), *engine_args) as url,
+    ):
         yield url
 
 
