@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -83,6 +85,26 @@ async def test_a_cancelled_write_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await job
     assert leftovers(tmp_path) == []
+
+
+async def test_partial_writes_of_a_killed_process_are_removed_once_abandoned(
+    tmp_path: Path,
+) -> None:
+    store = LocalBlobStore(tmp_path)
+    await store.write("kept", feed([b"done"]), max_bytes=10)
+    abandoned = tmp_path / ".tmp-killed"  # a write whose process died before the rename
+    abandoned.write_bytes(b"half")
+    an_hour_ago = time.time() - 3601
+    os.utime(abandoned, (an_hour_ago, an_hour_ago))
+    in_progress = tmp_path / ".tmp-live"  # touched just now: a write still going on
+    in_progress.write_bytes(b"still coming")
+    old_object = tmp_path / "old-object"  # a stored object is never touched, however old
+    old_object.write_bytes(b"x")
+    os.utime(old_object, (an_hour_ago, an_hour_ago))
+
+    assert await store.remove_abandoned(older_than_s=3600) == 1
+    assert leftovers(tmp_path) == [".tmp-live", "kept", "old-object"]
+    assert await LocalBlobStore(tmp_path / "never-written").remove_abandoned(3600) == 0
 
 
 async def test_missing_objects(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -93,6 +94,22 @@ class LocalBlobStore:
         except FileNotFoundError:
             raise NotFound(f"no blob {key!r}") from None
         return stat.st_size
+
+    async def remove_abandoned(self, older_than_s: float) -> int:
+        return await asyncio.to_thread(self._remove_abandoned, time.time() - older_than_s)
+
+    def _remove_abandoned(self, cutoff: float) -> int:
+        removed = 0
+        try:
+            temporaries = list(self.root.glob(f"{TEMP_PREFIX}*"))
+        except FileNotFoundError:
+            return 0
+        for temp in temporaries:
+            with contextlib.suppress(FileNotFoundError):  # another server removed it first
+                if temp.stat().st_mtime < cutoff:
+                    temp.unlink()
+                    removed += 1
+        return removed
 
 
 def _finish(file: BinaryIO, pending: list[bytes], temp: Path, target: Path) -> None:

@@ -30,3 +30,9 @@ class BlobStore(Protocol):
     async def size(self, key: str) -> int:
         """The object's size in bytes. Raises NotFound."""
         ...
+
+    async def remove_abandoned(self, older_than_s: float) -> int:
+        """Remove partial writes that a process killed mid-write left behind, untouched for
+        `older_than_s` seconds (a write in progress touches its file at least every slice);
+        how many were removed."""
+        ...

@@ -6,6 +6,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -30,6 +31,10 @@ from conveyor.settings import Settings, from_environment
 log = logging.getLogger(__name__)
 
 FILE_EXPIRY_S = 60.0  # how often expired files are deleted (files expire by the hour)
+# partial uploads of a killed process: looked for every 10 minutes, removed after an hour
+# untouched (a live upload touches its file at least once per MiB written)
+ABANDONED_SWEEP_S = 600.0
+ABANDONED_AFTER_S = 3600.0
 
 # worker routes first: /v1/tasks/take must not be read as a task id
 ROUTES = [
@@ -108,6 +113,11 @@ def create_app(settings: Settings) -> Starlette:
                 runner,
                 CallbackDispatcher(engine, secret=_secret(settings), policy=policy) as dispatcher,
                 Periodic(files_for("").expire, FILE_EXPIRY_S, name="conveyor-file-expiry"),
+                Periodic(
+                    partial(blobs.remove_abandoned, ABANDONED_AFTER_S),
+                    ABANDONED_SWEEP_S,
+                    name="conveyor-abandoned-uploads",
+                ),
             ):
                 app.state.dispatcher = dispatcher
                 yield
