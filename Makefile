@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test serve lint typecheck bench clean
+.PHONY: test serve lint typecheck bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.engines
+
+# 10 minutes against the PostgreSQL of CONVEYOR_TEST_POSTGRES; exits 1 on unbounded growth
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.postgres_soak --url $${CONVEYOR_TEST_POSTGRES:-postgresql://127.0.0.1:5432/test}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

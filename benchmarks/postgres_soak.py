@@ -8,7 +8,14 @@ Tasks are put, taken and completed in batches of 50 at `--rate` tasks/s through
 TaskService, with a Sweeper running (as a server does) and the queue's retention set to
 `--retention` seconds, so finished tasks are purged as new ones finish. Every 30 s it prints
 the live tuples of `tasks`, and the on-disk size of each table and index of the schema
-(autovacuum reclaims the space the purges free). The schema is dropped at the end.
+(the engine's own vacuum reclaims the space the purges free). The schema is dropped at the
+end.
+
+It is a check as well as a figure: once retention has reached its steady state, every
+relation should stop growing. Each relation's growth over the second half of the run is
+compared with its size at the half-way mark; growth beyond GROWTH_TOLERANCE of that size
+(and more than GROWTH_SLACK_BYTES, so that a page or two of a small index is not a
+verdict) is reported as unbounded and the command exits with status 1.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ WHERE n.nspname = $1 AND c.relkind IN ('r', 'i') ORDER BY c.relname
 """
 LIVE = "SELECT n_live_tup, n_dead_tup FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'tasks'"
 BATCH = 50
+GROWTH_TOLERANCE = 0.10  # linear growth would add ~100 % over the second half of the run
+GROWTH_SLACK_BYTES = 1 << 20
 RESULT = TaskResult(status_code=200, body={"ok": True})
 
 
@@ -53,7 +62,18 @@ async def sample(
     return sizes
 
 
-async def main() -> None:
+def unbounded(half: dict[str, int], last: dict[str, int]) -> list[str]:
+    """The relations that grew over the second half beyond the tolerance."""
+    grown = []
+    for name, size in last.items():
+        before = half.get(name, 0)
+        growth = size - before
+        if growth > GROWTH_SLACK_BYTES and growth > GROWTH_TOLERANCE * before:
+            grown.append(name)
+    return grown
+
+
+async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="postgresql://127.0.0.1:5432/test")
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -91,6 +111,15 @@ async def main() -> None:
         print("growth over the second half, per relation (bytes):")
         for name, size in samples[-1].items():
             print(f"  {name:24} {size - half.get(name, 0):+12,}")
+        grown = unbounded(half, samples[-1])
+        if grown:
+            print(f"FAIL: still growing after the steady state: {', '.join(grown)}")
+            return 1
+        print(
+            f"OK: no relation grew more than {GROWTH_TOLERANCE:.0%} (or"
+            f" {GROWTH_SLACK_BYTES >> 20} MiB) over the second half"
+        )
+        return 0
     finally:
         await engine.close()
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -98,4 +127,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    raise SystemExit(asyncio.run(main()))
