@@ -197,8 +197,11 @@ class TaskService:
         (new,) = await self._build([spec], self._clock(), bulk=False)
         deadline = time.monotonic() + wait_s
         async with self._engine.watch_task(new.task_id) as watch:
-            await self._engine.put([new])  # an identical earlier put: wait for that task
+            # an identical earlier put: wait for that task
+            (created,) = await self._engine.put([new])
             try:
+                if created:  # queued just now: nothing to read before the watch fires
+                    await watch.wait(wait_s)
                 while True:
                     task = await self._engine.get_task(new.task_id)
                     remaining = deadline - time.monotonic()
