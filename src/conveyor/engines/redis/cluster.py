@@ -63,7 +63,7 @@ _CLUSTER_INFO = pack(("CLUSTER", "INFO"))
 
 
 def is_cluster_url(url: str) -> bool:
-    return url.partition("://")[0] in SCHEMES
+    return urlsplit(url).scheme in SCHEMES
 
 
 def parse_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
@@ -149,6 +149,7 @@ class ClusterLink(Link):
         self._epoch = 0  # counts the maps read
         self._stale = True  # the map is to be read before the next routing
         self._refreshing = asyncio.Lock()
+        self.redirected = {"MOVED": 0, "ASK": 0}  # how often the cluster sent a command on
 
     # ---- the Link interface ----
     async def open(self) -> None:
@@ -264,10 +265,12 @@ class ClusterLink(Link):
                         continue
                     text = str(reply)
                     if text.startswith("MOVED "):
+                        self.redirected["MOVED"] += 1
                         _, slot, address = text.split(" ", 2)
                         self._slots[int(slot)] = self._node_at(address, node)
                         self._stale = True  # most likely a resharding or failover: re-read
                     elif text.startswith("ASK "):
+                        self.redirected["ASK"] += 1
                         asking[index] = self._node_at(text.split(" ", 2)[2], node)
                     elif text.startswith(("TRYAGAIN", "CLUSTERDOWN")):
                         failure = EngineUnavailable(f"Redis Cluster answered {text}")
