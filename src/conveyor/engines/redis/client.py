@@ -121,7 +121,8 @@ class Link:
         raise NotImplementedError
 
     def nodes(self) -> list[dict[str, Any]]:
-        """Connection settings of the servers a pub/sub connection may use, best first."""
+        """Connection settings (redis-py's, and `connection_class`) of the servers a pub/sub
+        connection may use, best first."""
         raise NotImplementedError
 
     async def call(self, *args: Arg) -> Any:
@@ -159,7 +160,11 @@ class NodeLink(Link):
             url, max_connections=max_connections, **SETTINGS
         )
         self.redis = Redis(connection_pool=self.pool)
-        self.mux = Multiplexer(self.pool.connection_kwargs)
+        # the class too: rediss:// makes it redis-py's SSLConnection
+        self.settings = self.pool.connection_kwargs | {
+            "connection_class": self.pool.connection_class
+        }
+        self.mux = Multiplexer(self.settings)
 
     async def open(self) -> None:
         await self.call("PING")
@@ -180,7 +185,7 @@ class NodeLink(Link):
         return bool(await self.redis.ping())
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [self.pool.connection_kwargs]
+        return [self.settings]
 
     async def exchange(self, commands: bytes, count: int) -> list[Any]:
         """Send packed commands at once; their `count` replies (a ResponseError is a reply)."""

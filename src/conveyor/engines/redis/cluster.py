@@ -83,8 +83,8 @@ def parse_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     netloc += f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     scheme = parts.scheme.removesuffix("+cluster")
     node_url = urlunsplit((scheme, netloc, "/0", parts.query, ""))
-    kwargs = dict(BlockingConnectionPool.from_url(node_url, **SETTINGS).connection_kwargs)
-    return seeds, kwargs
+    pool = BlockingConnectionPool.from_url(node_url, **SETTINGS)
+    return seeds, pool.connection_kwargs | {"connection_class": pool.connection_class}
 
 
 def _address(text: str, url: str) -> tuple[str, int]:

@@ -251,10 +251,11 @@ class Subscriber:
 
 def _connection(connection_kwargs: dict[str, Any]) -> Connection:
     kwargs = dict(connection_kwargs)
+    connection_class: type[Connection] = kwargs.pop("connection_class", Connection)
     kwargs["socket_timeout"] = None  # a subscriber waits for messages as long as it takes
     kwargs.pop("retry", None)
     kwargs["protocol"] = 2  # messages as replies to read, not RESP3 pushes
-    return Connection(**kwargs)
+    return connection_class(**kwargs)
 
 
 def _settle_with(future: asyncio.Future[None]) -> Callable[[asyncio.Future[None]], None]:
