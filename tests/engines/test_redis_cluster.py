@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from redis.crc import key_slot
@@ -24,7 +25,7 @@ from conveyor.engines.redis.cluster import ClusterLink, parse_url, slot_of
 from conveyor.errors import EngineUnavailable, InvalidInput
 from conveyor.service.tasks import TaskService
 from tests._cluster import Cluster, running_cluster
-from tests.conftest import redis_cluster, redis_cluster_url
+from tests.conftest import REDIS_URL, redis_cluster, redis_cluster_url, require_server
 
 OK = TaskResult(status_code=200, body={"ok": True})
 QUEUES = [f"q{i}" for i in range(12)]  # enough names to land on every node
@@ -316,3 +317,11 @@ async def test_open_fails_clearly_when_no_node_answers() -> None:
         await engine.open()
     assert asyncio.get_running_loop().time() - started < 10
     assert not await engine.ready()
+
+
+async def test_a_server_without_cluster_mode_is_refused_clearly() -> None:
+    require_server("Redis", REDIS_URL)
+    parts = urlsplit(REDIS_URL)
+    engine = create_engine(f"redis+cluster://{parts.hostname}:{parts.port or 6379}/")
+    with pytest.raises(EngineUnavailable, match="is no Redis Cluster"):
+        await engine.open()
