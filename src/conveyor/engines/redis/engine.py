@@ -16,8 +16,9 @@ What scripts do on their own is bookkeeping: indexes and counts that follow from
 the order `seq`, promoting due tasks, and expiring deadlines with the outcome they are given.
 
 The key layout is in keys.py: every key of a queue shares the hash tag `{q:NAME}`, and no
-script touches two tags, so on Redis Cluster (cluster.py) each script runs on one node. A batch's tasks all live in the batch's queue (the service puts
-every task of a batch in the batch's queue), which batch verbs rely on.
+script touches two tags, so on Redis Cluster (cluster.py) each script runs on one node. A
+batch's tasks all live in the batch's queue (the service puts every task of a batch in the
+batch's queue), which batch verbs rely on.
 """
 
 from __future__ import annotations
