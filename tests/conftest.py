@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import cache
@@ -16,8 +18,9 @@ import pytest
 
 from conveyor.domain.clock import Clock, system_clock
 from conveyor.engines import Engine, create_engine
+from tests._cluster import Cluster, require_binaries
 
-ENGINES = ["memory", "sqlite", "postgres", "redis"]
+ENGINES = ["memory", "sqlite", "postgres", "redis", "redis-cluster"]
 
 EngineFactory = Callable[..., Awaitable[Engine]]
 
@@ -32,6 +35,8 @@ def engine_url(name: str, tmp_path: Path) -> str:
         return postgres_url()
     if name == "redis":
         return redis_url()
+    if name == "redis-cluster":
+        return redis_cluster_url()
     raise AssertionError(name)
 
 
@@ -134,6 +139,49 @@ def _delete_redis_keys() -> Iterator[None]:
         prefixes = list(_redis_prefixes)
         _redis_prefixes.clear()
         delete_redis_keys(prefixes)
+
+
+# ---- Redis Cluster: three masters started for the session (tests/_cluster.py) ----
+_clusters: list[Cluster] = []
+_redis_cluster_prefixes: list[str] = []
+
+
+def redis_cluster() -> Cluster:
+    """The session's Redis Cluster, started on first use (skips without redis-server)."""
+    require_binaries()
+    if not _clusters:
+        cluster = Cluster(Path(tempfile.mkdtemp(prefix="conveyor-cluster-")))
+        _clusters.append(cluster)  # stopped at the end of the session, even half-started
+        cluster.start()
+    return _clusters[0]
+
+
+def redis_cluster_url() -> str:
+    """A fresh key prefix on the session's Redis Cluster."""
+    cluster = redis_cluster()
+    prefix = f"t{_REDIS_SESSION}{secrets.token_hex(6)}"
+    _redis_cluster_prefixes.append(prefix)
+    return cluster.url(prefix)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_redis_cluster() -> Iterator[None]:
+    """Stop the session's Redis Cluster, if a test started it, once every test is over."""
+    yield
+    for cluster in _clusters:
+        cluster.stop()
+        shutil.rmtree(cluster.directory, ignore_errors=True)
+    _clusters.clear()
+
+
+@pytest.fixture(autouse=True)
+def _delete_redis_cluster_keys() -> Iterator[None]:
+    """Delete the keys the test's Redis Cluster stores used, once the test is over."""
+    yield
+    if _redis_cluster_prefixes:
+        prefixes = list(_redis_cluster_prefixes)
+        _redis_cluster_prefixes.clear()
+        _clusters[0].delete(prefixes)
 
 
 @pytest.fixture(params=ENGINES)

@@ -453,11 +453,16 @@ SETTINGS = settings(
 )
 
 
+def _title(name: str) -> str:
+    """`redis-cluster` -> `RedisCluster`."""
+    return name.title().replace("-", "")
+
+
 def _test_case(name: str) -> type[unittest.TestCase]:
     class Machine(EngineMachine):
         engine_name = name
 
-    Machine.__name__ = Machine.__qualname__ = f"{name.title()}Machine"
+    Machine.__name__ = Machine.__qualname__ = f"{_title(name)}Machine"
     case = Machine.TestCase
     case.settings = SETTINGS
     return case
@@ -465,5 +470,5 @@ def _test_case(name: str) -> type[unittest.TestCase]:
 
 # one TestCase per engine, named for it so that `-k memory` picks it
 for _name in ENGINES:
-    globals()[f"Test{_name.title()}StateMachine"] = _test_case(_name)
+    globals()[f"Test{_title(_name)}StateMachine"] = _test_case(_name)
 del _name

@@ -252,7 +252,7 @@ async def test_verbs_and_wake_ups_carry_on_after_the_connections_are_killed(
     service = TaskService(engine)
     await service.register_queue(QueueConfig(name="q"))
     await service.put(TaskSpec(queue="q"))
-    name = engine._p.link.pool.connection_kwargs["client_name"]
+    name = engine._p.link.nodes()[0]["client_name"]
     async with engine.watch(["q"]) as watch:
         ids = await _client_ids(name)
         assert len(ids) >= 2  # a pooled connection and the subscriber

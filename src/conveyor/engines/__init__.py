@@ -13,8 +13,9 @@ __all__ = ["Engine", "create_engine"]
 
 def create_engine(url: str, *, clock: Clock = system_clock) -> Engine:
     """An unopened engine for `url`: `memory://`, `sqlite:///path/to/file.db`,
-    `redis://host:port/db` (`?prefix=` names its keys) or `postgresql://host/db`
-    (`?schema=` names its schema)."""
+    `redis://host:port/db` (`?prefix=` names its keys), `redis+cluster://host:port,...`
+    (a Redis Cluster, from any of its nodes) or `postgresql://host/db` (`?schema=` names
+    its schema)."""
     parts = urlsplit(url)
     if parts.scheme == "memory":
         from conveyor.engines.memory import MemoryEngine
@@ -31,7 +32,7 @@ def create_engine(url: str, *, clock: Clock = system_clock) -> Engine:
             )
         options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         return SqliteEngine(path, clock=clock, synchronous=options.get("synchronous", "normal"))
-    if parts.scheme in ("redis", "rediss"):
+    if parts.scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         return _redis_engine(url, clock)
     if parts.scheme in ("postgresql", "postgres"):
         try:
@@ -45,13 +46,15 @@ def create_engine(url: str, *, clock: Clock = system_clock) -> Engine:
         return PostgresEngine(url, clock=clock)
     raise InvalidInput(
         f"unknown engine URL {url!r}; use memory://, sqlite:///path/to/conveyor.db,"
-        " redis://host:6379/0 or postgresql://host/db",
+        " redis://host:6379/0, redis+cluster://host:7000,host:7001 (Redis Cluster)"
+        " or postgresql://host/db",
         param="engine",
     )
 
 
 def _redis_engine(url: str, clock: Clock) -> Engine:
-    """`redis://host:port/db?prefix=conveyor`: the prefix is ours, the rest is redis-py's."""
+    """`redis://host:port/db?prefix=conveyor` (or `redis+cluster://host:port,host:port/`):
+    the prefix is ours, the rest is redis-py's."""
     try:
         from conveyor.engines.redis import RedisEngine
     except ImportError as exc:

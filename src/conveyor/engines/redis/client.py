@@ -10,6 +10,9 @@ response callbacks, retry and observability hooks) costs several times the round
 itself, and the hot verbs are one or two round trips each. When the connection fails, the
 exchange is tried again on a fresh one (a restarted server included) for up to RETRIES
 times, with backoff.
+
+`NodeLink` talks to one server; `cluster.ClusterLink` to a Redis Cluster through the same
+`Link` interface, so the engine's modules do not know which they have.
 """
 
 from __future__ import annotations
@@ -31,12 +34,20 @@ from conveyor.engines.redis.multiplex import Multiplexer
 from conveyor.errors import EngineUnavailable
 
 Arg = str | bytes | int | float
+Op = tuple[str | None, tuple[Arg, ...]]  # (script name or None for a command, its arguments)
 
 RETRIES = 8  # with the backoff below: about 4 s of a restarting server before giving up
 BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0)
 DEFAULT_MAX_CONNECTIONS = 64
 REPLY_TIMEOUT_S = 30.0  # a script over 10,000 tasks takes well under a second
-_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+SETTINGS: dict[str, Any] = {
+    "timeout": 30,
+    "socket_keepalive": True,
+    "socket_timeout": 30,  # a script over 10,000 tasks takes well under a second
+    "socket_connect_timeout": 5,
+    "protocol": 2,  # the replies (and pub/sub messages) this engine reads: RESP2's
+}
 
 
 def sha1(source: str) -> str:
@@ -54,6 +65,25 @@ def pack(args: Sequence[Arg]) -> bytes:
     return packed
 
 
+def pack_op(name: str | None, args: tuple[Arg, ...]) -> bytes:
+    """A batch's entry packed: a command, or script `name` by EVALSHA (args[0] is KEYS[1])."""
+    if name is None:
+        return pack(args)
+    return pack(("EVALSHA", SHAS[name], 1, *args))
+
+
+def prefix_pattern(base: str) -> str:
+    """The SCAN MATCH pattern of every key starting with `base`."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in base) + "*"
+
+
+def check_loaded(loaded: list[Any]) -> None:
+    """The replies to SCRIPT LOAD of every script, in order, name the SHAs expected."""
+    if any(isinstance(sha, Exception) for sha in loaded):
+        raise next(sha for sha in loaded if isinstance(sha, Exception))
+    assert [s.decode() for s in loaded] == list(SHAS.values()), "Redis named a script otherwise"
+
+
 @contextmanager
 def unavailable() -> Iterator[None]:
     """Turn a lost connection into EngineUnavailable (the HTTP layer's 503), and keep a
@@ -65,7 +95,7 @@ def unavailable() -> Iterator[None]:
     """
     try:
         yield
-    except _LOST as exc:
+    except LOST as exc:
         raise EngineUnavailable(f"Redis cannot be reached: {exc}") from exc
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -73,24 +103,70 @@ def unavailable() -> Iterator[None]:
 
 
 class Link:
-    """The engine's way to Redis: commands, scripts and pipelines of both."""
+    """The engine's way to Redis: commands, scripts and batches of both.
+
+    Two kinds: `NodeLink` (one server) and `cluster.ClusterLink` (a Redis Cluster, each
+    command and script sent to the node owning its key's slot).
+    """
+
+    async def open(self) -> None:
+        """Check the server answers and load every script."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def ready(self) -> bool:
+        """Whether Redis answers now (no retries: a readiness probe's question)."""
+        raise NotImplementedError
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Connection settings (redis-py's, and `connection_class`) of the servers a pub/sub
+        connection may use, best first."""
+        raise NotImplementedError
+
+    async def call(self, *args: Arg) -> Any:
+        """One command. Raises its ResponseError."""
+        raise NotImplementedError
+
+    async def scan(self, base: str, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        """One SCAN step over the keys that start with `base` (all share its hash tag)."""
+        next_cursor, found = await self.call(
+            "SCAN", cursor, "MATCH", prefix_pattern(base), "COUNT", count
+        )
+        return int(next_cursor), list(found)
+
+    async def send(self, ops: Sequence[Op]) -> list[Any]:
+        """A batch's commands and scripts at once: each one's reply or ResponseError."""
+        raise NotImplementedError
+
+    async def run(self, name: str, key: str, *args: Arg) -> Any:
+        """One script on the keys under `key` (its KEYS[1]). Raises its ResponseError."""
+        (reply,) = await self.send(((name, (key, *args)),))
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    def batch(self) -> Batch:
+        return Batch(self)
+
+
+class NodeLink(Link):
+    """A link to one Redis server: one shared, automatically pipelined connection."""
 
     def __init__(self, url: str, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.url = url
         self.pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=30,
-            socket_keepalive=True,
-            socket_timeout=30,  # a script over 10,000 tasks takes well under a second
-            socket_connect_timeout=5,
-            protocol=2,  # the replies (and pub/sub messages) this engine reads: RESP2's
+            url, max_connections=max_connections, **SETTINGS
         )
         self.redis = Redis(connection_pool=self.pool)
-        self.mux = Multiplexer(self.pool.connection_kwargs)
+        # the class too: rediss:// makes it redis-py's SSLConnection
+        self.settings = self.pool.connection_kwargs | {
+            "connection_class": self.pool.connection_class
+        }
+        self.mux = Multiplexer(self.settings)
 
     async def open(self) -> None:
-        """Check the server answers and load every script."""
         await self.call("PING")
         await self.load_scripts()
 
@@ -98,13 +174,18 @@ class Link:
         batch = self.batch()
         for source in scripts.ALL.values():
             batch.call("SCRIPT", "LOAD", source)
-        loaded = await batch.run()
-        assert [s.decode() for s in loaded] == list(SHAS.values()), "Redis named a script otherwise"
+        check_loaded(await batch.run())
 
     async def close(self) -> None:
         await self.mux.close()
         await self.redis.aclose()
         await self.pool.aclose()
+
+    async def ready(self) -> bool:
+        return bool(await self.redis.ping())
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [self.settings]
 
     async def exchange(self, commands: bytes, count: int) -> list[Any]:
         """Send packed commands at once; their `count` replies (a ResponseError is a reply)."""
@@ -117,30 +198,30 @@ class Link:
                     # a server that stopped answering: the connection is out of step now
                     self.mux.reset("Redis did not answer in time")
                     raise
-                except _LOST:
+                except LOST:
                     if attempt == RETRIES:
                         raise
                 await asyncio.sleep(BACKOFF_S[attempt])
         raise AssertionError("unreachable")
 
     async def call(self, *args: Arg) -> Any:
-        """One command. Raises its ResponseError."""
         (reply,) = await self.exchange(pack(args), 1)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
 
-    async def run(self, name: str, key: str, *args: Arg) -> Any:
-        """One script on the keys under `key` (its KEYS[1]). Raises its ResponseError."""
-        batch = self.batch()
-        batch.script(name, key, *args)
-        (reply,) = await batch.run()
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
-
-    def batch(self) -> Batch:
-        return Batch(self)
+    async def send(self, ops: Sequence[Op]) -> list[Any]:
+        if not ops:
+            return []
+        packed = b"".join([pack_op(name, args) for name, args in ops])
+        replies = await self.exchange(packed, len(ops))
+        for index, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):  # nothing ran: load it and run it again
+                name, args = ops[index]
+                assert name is not None
+                await self.call("SCRIPT", "LOAD", scripts.ALL[name])
+                (replies[index],) = await self.exchange(pack_op(name, args), 1)
+        return replies
 
 
 class Batch:
@@ -151,7 +232,7 @@ class Batch:
 
     def __init__(self, link: Link) -> None:
         self._link = link
-        self._ops: list[tuple[str | None, tuple[Arg, ...]]] = []
+        self._ops: list[Op] = []
 
     def __len__(self) -> int:
         return len(self._ops)
@@ -164,21 +245,7 @@ class Batch:
         self._ops.append((name, (key, *args)))
         return len(self._ops) - 1
 
-    @staticmethod
-    def _pack(name: str | None, args: tuple[Arg, ...]) -> bytes:
-        if name is None:
-            return pack(args)
-        return pack(("EVALSHA", SHAS[name], 1, *args))
-
     async def run(self) -> list[Any]:
         if not self._ops:
             return []
-        packed = b"".join([self._pack(name, args) for name, args in self._ops])
-        replies = await self._link.exchange(packed, len(self._ops))
-        for index, reply in enumerate(replies):
-            if isinstance(reply, NoScriptError):  # nothing ran: load it and run it again
-                name, args = self._ops[index]
-                assert name is not None
-                await self._link.call("SCRIPT", "LOAD", scripts.ALL[name])
-                (replies[index],) = await self._link.exchange(self._pack(name, args), 1)
-        return replies
+        return await self._link.send(self._ops)

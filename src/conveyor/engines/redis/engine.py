@@ -1,4 +1,4 @@
-"""The Redis engine: many server processes over one Redis (keys laid out for Redis Cluster).
+"""The Redis engine: many server processes over one Redis or one Redis Cluster.
 
 How the rules stay in one place. Every atomic operation is one Lua script (scripts.py) run
 by EVALSHA, but no script decides what a verb does to a task: that is
@@ -16,8 +16,9 @@ What scripts do on their own is bookkeeping: indexes and counts that follow from
 the order `seq`, promoting due tasks, and expiring deadlines with the outcome they are given.
 
 The key layout is in keys.py: every key of a queue shares the hash tag `{q:NAME}`, and no
-script touches two tags. A batch's tasks all live in the batch's queue (the service puts
-every task of a batch in the batch's queue), which batch verbs rely on.
+script touches two tags, so on Redis Cluster (cluster.py) each script runs on one node. A
+batch's tasks all live in the batch's queue (the service puts every task of a batch in the
+batch's queue), which batch verbs rely on.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ from conveyor.engines.engine import (
 )
 from conveyor.engines.notifier import LocalNotifier
 from conveyor.engines.redis import maintenance, take
-from conveyor.engines.redis.client import DEFAULT_MAX_CONNECTIONS, Link
+from conveyor.engines.redis.client import DEFAULT_MAX_CONNECTIONS, Link, NodeLink
+from conveyor.engines.redis.cluster import ClusterLink, is_cluster_url, parse_url
 from conveyor.engines.redis.codec import STATUSES, State, fields, put_args, to_task
 from conveyor.engines.redis.directory import Directory
 from conveyor.engines.redis.keys import DEFAULT_PREFIX, Keys
@@ -89,6 +91,8 @@ class RedisEngine:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self._url = url
+        if is_cluster_url(url):
+            parse_url(url)  # a bad cluster URL fails here, not at open
         self._keys = Keys(prefix)
         self._clock = clock
         self._rng = rng or random.Random()
@@ -100,11 +104,15 @@ class RedisEngine:
 
     # ---- lifecycle ----
     async def open(self) -> None:
-        link = Link(self._url, self._max_connections)
+        link: Link = (
+            ClusterLink(self._url)
+            if is_cluster_url(self._url)
+            else NodeLink(self._url, self._max_connections)
+        )
         try:
             await link.open()
             subscriber = Subscriber(
-                link.pool.connection_kwargs,
+                link.nodes,
                 [self._keys.callbacks_channel],
                 lambda _: self._local.tasks_changed(()),
             )
@@ -125,7 +133,7 @@ class RedisEngine:
         if parts is None:
             return False
         try:
-            return bool(await asyncio.wait_for(parts.link.redis.ping(), 2.0))
+            return await asyncio.wait_for(parts.link.ready(), 2.0)
         except Exception:
             return False
 

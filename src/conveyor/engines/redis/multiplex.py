@@ -8,7 +8,7 @@ its commands are out only stops waiting: its replies are read and dropped, and t
 connection stays in step.
 
 redis-py's Connection opens the connection (TLS, AUTH, SELECT, CLIENT SETNAME from the
-URL); from then on this module writes and reads its streams with a hiredis Reader.
+URL; `connection_class` in the settings picks redis-py's class, SSLConnection for TLS); from then on this module writes and reads its streams with a hiredis Reader.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class Multiplexer:
 
     def __init__(self, connection_kwargs: dict[str, Any]) -> None:
         kwargs = dict(connection_kwargs)
+        # the class from the URL's scheme (rediss: SSLConnection), else a plain connection
+        self._connection_class: type[Connection] = kwargs.pop("connection_class", Connection)
         kwargs.pop("retry", None)
         kwargs["socket_timeout"] = None  # replies may wait behind a long script
         self._kwargs = kwargs
@@ -93,7 +95,7 @@ class Multiplexer:
             if self._writer is not None:
                 return
             await self._bury()
-            conn = Connection(**self._kwargs)
+            conn = self._connection_class(**self._kwargs)
             await conn.connect()  # type: ignore[no-untyped-call]
             reader, writer = conn._reader, conn._writer
             assert reader is not None

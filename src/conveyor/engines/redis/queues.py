@@ -29,10 +29,6 @@ def _missing(name: str) -> NotFound:
     return NotFound(f"queue {name!r} does not exist")
 
 
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
 class Queues:
     """The engine's queue verbs."""
 
@@ -142,16 +138,14 @@ class Queues:
         return int(count)
 
     async def _erase(self, name: str) -> None:
-        """Delete every key of a queue marked gone, then its meta hash (admin path: SCAN)."""
+        """Delete every key of a queue marked gone, then its meta hash (admin path: SCAN, on the node holding them)."""
         base = self._keys.queue(name)
         task_prefix = f"{base}t:".encode()
         batch_prefix = f"{base}b:".encode()
         meta = f"{base}meta".encode()
         cursor = 0
         while True:
-            cursor, found = await self._link.call(
-                "SCAN", cursor, "MATCH", _glob_escape(base) + "*", "COUNT", ERASE_CHUNK
-            )
+            cursor, found = await self._link.scan(base, cursor, ERASE_CHUNK)
             keys = [k for k in found if k != meta]
             tasks = [k[len(task_prefix) :].decode() for k in keys if k.startswith(task_prefix)]
             batches = [k[len(batch_prefix) :].decode() for k in keys if k.startswith(batch_prefix)]
@@ -163,7 +157,7 @@ class Queues:
             if keys:
                 batch.call("UNLINK", *keys)
             await batch.run()
-            if int(cursor) == 0:
+            if cursor == 0:
                 break
         batch = self._link.batch()
         batch.call("DEL", meta)

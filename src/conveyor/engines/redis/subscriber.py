@@ -8,6 +8,11 @@ SUBSCRIBE, so a watch registered before a put cannot miss that put's message.
 If the connection drops, the listener reconnects with backoff, subscribes again to every
 channel still wanted and wakes every watch: a message may have been missed meanwhile, and a
 spurious wake-up costs a waiter one look.
+
+On Redis Cluster a PUBLISH reaches the subscribers of every node (the cluster bus carries
+it), so one connection to any node hears every channel. The link names the nodes it knows
+(`Link.nodes`); a connection that cannot be made moves on to the next, so a subscriber
+whose node went away settles on another.
 """
 
 from __future__ import annotations
@@ -54,15 +59,12 @@ class Subscriber:
 
     def __init__(
         self,
-        connection_kwargs: dict[str, Any],
+        nodes: Callable[[], Sequence[dict[str, Any]]],
         always: Sequence[bytes],
         on_always: Callable[[bytes], None],
     ) -> None:
-        kwargs = dict(connection_kwargs)
-        kwargs["socket_timeout"] = None  # a subscriber waits for messages as long as it takes
-        kwargs.pop("retry", None)
-        kwargs["protocol"] = 2  # messages as replies to read, not RESP3 pushes
-        self._conn = Connection(**kwargs)
+        self._nodes = nodes  # connection settings of the servers to try, best first
+        self._conn = _connection(nodes()[0])
         self._always = set(always)
         self._on_always = on_always
         self._wanted: dict[bytes, set[Watch]] = {}
@@ -159,7 +161,7 @@ class Subscriber:
 
     async def _connect(self) -> None:
         async with self._lock:
-            await self._conn.connect()  # type: ignore[no-untyped-call]
+            await self._reach()
             channels = [*self._always, *self._wanted]
             # a SUBSCRIBE sent before the connection dropped will never be confirmed: only
             # the one sent now will, once per channel
@@ -175,6 +177,29 @@ class Subscriber:
                     del self._pending[channel]
             await self._conn.send_command("SUBSCRIBE", *channels, check_health=False)
             self._connected = True
+
+    async def _reach(self) -> None:
+        """Connect to the current node or, failing that, to each other one in turn."""
+        try:
+            await self._conn.connect()  # type: ignore[no-untyped-call]
+            return
+        except (RedisError, OSError) as exc:
+            failure: RedisError | OSError = exc
+        current = (self._conn.host, self._conn.port)
+        for kwargs in self._nodes():
+            if (kwargs.get("host"), kwargs.get("port")) == current:
+                continue
+            conn = _connection(kwargs)
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+            except (RedisError, OSError) as exc:
+                failure = exc
+                await conn.disconnect()
+                continue
+            self._conn = conn
+            log.info("Redis pub/sub moved to %s:%s", conn.host, conn.port)
+            return
+        raise failure
 
     async def _listen(self) -> None:
         delay_s = 0.02
@@ -222,6 +247,15 @@ class Subscriber:
         for watchers in self._wanted.values():
             for watch in watchers:
                 watch.wake()
+
+
+def _connection(connection_kwargs: dict[str, Any]) -> Connection:
+    kwargs = dict(connection_kwargs)
+    connection_class: type[Connection] = kwargs.pop("connection_class", Connection)
+    kwargs["socket_timeout"] = None  # a subscriber waits for messages as long as it takes
+    kwargs.pop("retry", None)
+    kwargs["protocol"] = 2  # messages as replies to read, not RESP3 pushes
+    return connection_class(**kwargs)
 
 
 def _settle_with(future: asyncio.Future[None]) -> Callable[[asyncio.Future[None]], None]:
