@@ -1,10 +1,8 @@
-"""A real `conveyor serve` process for tests that talk HTTP (tests/http, tests/sdk), and the
-fresh stores of each engine such a process can run on for a whole session."""
+"""A real `conveyor serve` process for tests that talk HTTP (tests/http, tests/sdk)."""
 
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -16,14 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from tests.conftest import (
-    POSTGRES_URL,
-    REDIS_URL,
-    delete_redis_keys,
-    drop_postgres_schemas,
-    require_server,
-)
 
 STARTUP_S = 30.0
 SHUTDOWN_S = 10.0
@@ -103,35 +93,3 @@ def server_process(
     finally:
         stop_process(process)
     assert "Traceback" not in log.read_text(), log.read_text()
-
-
-SERVER_ENGINES = ["sqlite", "redis", "postgres"]
-
-
-def _with_param(url: str, name: str, value: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}{name}={value}"
-
-
-@contextmanager
-def session_store(engine: str) -> Iterator[tuple[str, ...]]:
-    """The `--engine` arguments of a fresh store of `engine` that outlives single tests
-    (the per-test stores of tests/conftest.py are removed after each test); removed when
-    the session's server stops."""
-    if engine == "sqlite":  # the server's default, in its data directory
-        yield ()
-    elif engine == "redis":
-        require_server("Redis", REDIS_URL)
-        prefix = f"shttp{secrets.token_hex(6)}"
-        try:
-            yield ("--engine", _with_param(REDIS_URL, "prefix", prefix))
-        finally:
-            delete_redis_keys([prefix])
-    elif engine == "postgres":
-        require_server("PostgreSQL", POSTGRES_URL)
-        schema = f"shttp_{secrets.token_hex(6)}"
-        try:
-            yield ("--engine", _with_param(POSTGRES_URL, "schema", schema))
-        finally:
-            drop_postgres_schemas([schema])
-    else:
-        raise AssertionError(engine)

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests._server import SERVER_ENGINES, running_server, session_store
+from tests._server import running_server
+from tests._stores import SERVER_ENGINES, session_store
 from tests.http._support import unique
 
 

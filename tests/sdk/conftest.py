@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from conveyor.sdk import AsyncClient, Client
-from tests._server import SERVER_ENGINES, running_server, session_store
+from tests._server import running_server
+from tests._stores import SERVER_ENGINES, session_store
 
 
 @pytest.fixture(scope="session", params=SERVER_ENGINES)
