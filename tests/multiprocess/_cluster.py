@@ -29,18 +29,25 @@ from tests.conftest import (
     delete_redis_keys,
     drop_postgres_schemas,
     postgres_url,
+    redis_cluster,
+    redis_cluster_url,
     redis_url,
     require_server,
 )
 
 ROOT = Path(__file__).resolve().parents[2]  # the worker module is imported from here
-ENGINES = ["redis", "postgres"]
+ENGINES = ["redis", "redis-cluster", "postgres"]
 CALLBACK_SECRET = "multiprocess-secret"
 
 
 def store_url(engine: str) -> str:
-    """A fresh store on the test Redis or PostgreSQL (removed after the test by conftest)."""
-    return redis_url() if engine == "redis" else postgres_url()
+    """A fresh store on the test Redis, Redis Cluster or PostgreSQL (removed after the test
+    by conftest)."""
+    if engine == "redis":
+        return redis_url()
+    if engine == "redis-cluster":
+        return redis_cluster_url()
+    return postgres_url()
 
 
 @contextmanager
@@ -56,6 +63,13 @@ def own_store(engine: str) -> Iterator[str]:
             yield f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}prefix={prefix}"
         finally:
             delete_redis_keys([prefix])
+    elif engine == "redis-cluster":
+        cluster = redis_cluster()
+        prefix = f"mp{secrets.token_hex(6)}"
+        try:
+            yield cluster.url(prefix)
+        finally:
+            cluster.delete([prefix])
     else:
         require_server("PostgreSQL", POSTGRES_URL)
         schema = f"mp_{secrets.token_hex(6)}"
