@@ -52,7 +52,7 @@ from conveyor.engines.engine import (
     WorkWatch,
     parse_cursor,
 )
-from conveyor.engines.postgres import batches, queues, records, store
+from conveyor.engines.postgres import batches, fast, queues, records, store
 from conveyor.engines.postgres import queries as q
 from conveyor.engines.postgres.lanes import choose
 from conveyor.engines.postgres.listener import Listener
@@ -76,6 +76,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# what a statement that never reached a live server raises: the connection was closed
+# already, or the server ended it before reading the statement
+UNSENT: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
 RECONNECTS = 3  # a verb whose connection was lost before COMMIT is run again this often
 RETRIES = 5  # and one the server rolled back (a deadlock, a serialization failure)
 CLOSE_TIMEOUT_S = 10.0
@@ -183,6 +192,41 @@ class PostgresEngine:
             return result
         raise AssertionError("unreachable")
 
+    async def _once(self, op: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run `op`, whose statements each commit on their own (fast.py), then wake waiters.
+
+        Its writes are single statements with their counts, so nothing is left for a
+        COMMIT. A connection lost before the statement reached the server (the pool's
+        connect, or a connection the server had already ended) runs it again; one lost
+        while the server had it leaves the outcome unknown, and raises EngineUnavailable.
+        """
+        pool = self._opened()
+        for attempt in itertools.count():
+            sent = False
+            try:
+                async with pool.acquire() as conn:
+                    tx = Tx(conn)
+                    sent = not conn.is_closed()
+                    result = await op(tx)
+            except LOST as exc:
+                if (sent and not isinstance(exc, UNSENT)) or attempt >= RECONNECTS:
+                    raise EngineUnavailable(f"lost the PostgreSQL connection: {exc}") from exc
+                log.info("PostgreSQL connection lost (%s); running the verb again", exc)
+                continue
+            except asyncpg.exceptions.TransactionRollbackError as exc:
+                if attempt >= RETRIES:
+                    raise EngineUnavailable(f"PostgreSQL rolled the verb back: {exc}") from exc
+                continue
+            except (asyncpg.DataError, UnicodeError) as exc:
+                raise InvalidInput(f"the store refused a value: {exc}") from exc
+            except asyncpg.PostgresError as exc:
+                raise EngineUnavailable(f"PostgreSQL refused the verb: {exc}") from exc
+            assert not tx.delta, "a one-statement verb counts in SQL"
+            assert not tx.batches, "a one-statement verb counts in SQL"
+            self._deliver(tx)
+            return result
+        raise AssertionError("unreachable")
+
     async def _read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run the reads of `fn` on a pooled connection (each statement sees the latest
         commits); a lost connection is replaced and the read run again."""
@@ -242,10 +286,16 @@ class PostgresEngine:
 
     # ---- tasks ----
     async def put(self, tasks: Sequence[NewTask]) -> list[bool]:
-        return await self._write(lambda tx: put(tx, tasks))
+        created = await self._once(lambda tx: fast.put(tx, tasks))
+        if created is not None:
+            return created
+        return await self._write(lambda tx: put(tx, tasks))  # some ids exist already
 
     async def take(self, request: TakeRequest) -> list[Task]:
-        rows = await self._write(lambda tx: self._take(tx, request))
+        if fast.takes_in_list_order(request):
+            rows = await self._once(lambda tx: fast.take(tx, request, self._clock()))
+        else:
+            rows = await self._write(lambda tx: self._take(tx, request))
         return [to_task(row) for row in rows]
 
     async def _take(self, tx: Tx, request: TakeRequest) -> list[Row]:
@@ -267,7 +317,13 @@ class PostgresEngine:
         return rows
 
     async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
-        async def op(tx: Tx) -> Row:
+        row = await self._once(
+            lambda tx: fast.complete(tx, task_id, lease_id, result, self._clock())
+        )
+        if row is not None:
+            return to_task(row)
+
+        async def op(tx: Tx) -> Row:  # not held by this lease, or asked to cancel
             state = await state_of(tx, task_id)
             outcome = lifecycle.completed(state, lease_id, result, self._clock())
             return await settle(tx, state, outcome)
@@ -275,18 +331,28 @@ class PostgresEngine:
         return to_task(await self._write(op))
 
     async def complete_many(self, items: Sequence[Completion]) -> list[Settled | ConveyorError]:
-        async def op(tx: Tx) -> list[Settled | ConveyorError]:
-            now = self._clock()
-            decided = lifecycle.completions(
-                await states(tx, [item.task_id for item in items]), items, now
-            )
-            await settle_many(tx, [d for d in decided if isinstance(d, tuple)])
-            return [
-                d if isinstance(d, ConveyorError) else Settled(d[0].queue, d[1].status)
-                for d in decided
-            ]
+        settled = await self._once(lambda tx: fast.complete_many(tx, items, self._clock()))
+        answers: list[Settled | ConveyorError | None] = [
+            None if (done := settled.get(i)) is None else Settled(*done) for i in range(len(items))
+        ]
+        rest = [i for i, answer in enumerate(answers) if answer is None]
+        if rest:  # not held by their lease, asked to cancel, or named twice
 
-        return await self._write(op)
+            async def op(tx: Tx) -> list[Settled | ConveyorError]:
+                now = self._clock()
+                others = [items[i] for i in rest]
+                decided = lifecycle.completions(
+                    await states(tx, [item.task_id for item in others]), others, now
+                )
+                await settle_many(tx, [d for d in decided if isinstance(d, tuple)])
+                return [
+                    d if isinstance(d, ConveyorError) else Settled(d[0].queue, d[1].status)
+                    for d in decided
+                ]
+
+            for i, answer in zip(rest, await self._write(op), strict=True):
+                answers[i] = answer
+        return [answer for answer in answers if answer is not None]
 
     async def fail(
         self,
@@ -297,7 +363,27 @@ class PostgresEngine:
         retry: bool = True,
         retry_after_s: float | None = None,
     ) -> Task:
-        async def op(tx: Tx) -> Row:
+        async def peeked(tx: Tx) -> Row | None:
+            state = await fast.peek(tx, task_id)
+            now = self._clock()
+            outcome = lifecycle.failed(
+                state,
+                lease_id,
+                error,
+                retry=retry,
+                retry_after_s=retry_after_s,
+                now=now,
+                rng=self._rng,
+            )
+            if state.cancel_requested:
+                return None
+            return await fast.settle_held(tx, task_id, lease_id, outcome, now, state.result_code)
+
+        row = await self._once(peeked)
+        if row is not None:
+            return to_task(row)
+
+        async def op(tx: Tx) -> Row:  # asked to cancel, or changed since it was read
             state = await state_of(tx, task_id)
             outcome = lifecycle.failed(
                 state,
@@ -315,7 +401,13 @@ class PostgresEngine:
     async def heartbeat(
         self, task_id: str, lease_id: str, extend_s: float | None = None
     ) -> Heartbeat:
-        async def op(tx: Tx) -> Heartbeat:
+        expires_at = await self._once(
+            lambda tx: fast.heartbeat(tx, task_id, lease_id, extend_s, self._clock())
+        )
+        if expires_at is not None:
+            return Heartbeat(lease_expires_at=expires_at, cancelled=False)
+
+        async def op(tx: Tx) -> Heartbeat:  # not held by this lease, or a cancel to deliver
             state = await state_of(tx, task_id)
             now = self._clock()
             outcome = lifecycle.heartbeat_cancels(state, lease_id, now)

@@ -510,3 +510,145 @@ LIST_ACTIVE = f"""
 SELECT {RECORD_COLUMNS} FROM records
 WHERE kind = $1 AND active AND id > $2 ORDER BY id LIMIT $3
 """
+
+# ---- verbs in one statement (fast.py) ----
+# Each runs alone in an implicit transaction: one round trip, its counts included. The
+# counts of the rows a statement moved are upserted in key order after the tasks (as
+# Tx.commit_sql does), and batch counts after those (the statement reads `counted` first).
+
+
+def _counted(rows: str, old: str | None, slot: str) -> str:
+    """A CTE body: the rows of `rows` (with queue, level, status) counted in their status
+    and, unless `old` is None, no longer in status `old`, in counter slot `slot`."""
+    moved = f"SELECT queue, level, status, 1 AS n FROM {rows}"
+    if old is not None:
+        moved += f" UNION ALL SELECT queue, level, {old}, -1 FROM {rows}"
+    return f"""
+    INSERT INTO counts (queue, level, status, slot, n)
+    SELECT queue, level, status, {slot}, sum(n) FROM ({moved}) m
+    GROUP BY queue, level, status HAVING sum(n) <> 0 ORDER BY queue, level, status
+    ON CONFLICT (queue, level, status, slot) DO UPDATE SET n = counts.n + excluded.n
+    RETURNING 1"""
+
+
+_BATCH_COUNTED = """
+    INSERT INTO batch_counts (batch_id, slot, total, completed, failed, not_run)
+    SELECT batch_id, {slot}, {total}, count(*) FILTER (WHERE ended = 1),
+        count(*) FILTER (WHERE ended = 2), count(*) FILTER (WHERE ended = 3)
+    FROM {rows} CROSS JOIN (SELECT count(*) FROM counted) AS after_counts
+    WHERE batch_id IS NOT NULL
+    GROUP BY batch_id ORDER BY batch_id
+    ON CONFLICT (batch_id, slot) DO UPDATE SET total = batch_counts.total + excluded.total,
+        completed = batch_counts.completed + excluded.completed,
+        failed = batch_counts.failed + excluded.failed,
+        not_run = batch_counts.not_run + excluded.not_run"""
+
+# A put of tasks whose ids are new: all inserted, or none when a queue is missing (the
+# caller raises NotFound) or an id exists (a unique violation: the caller takes the
+# general path, which sorts out repeats). $21: the counter slot.
+PUT_NEW = f"""
+WITH locked AS (
+    SELECT name FROM queues WHERE name = ANY($20::text[]) ORDER BY name FOR KEY SHARE
+), inserted AS (
+    INSERT INTO tasks (
+        task_id, queue, level, status, grp, run_at, expires_at, max_attempts, backoff,
+        created_at, fingerprint, endpoint, data, response_mode, callback_url, timeout_s,
+        custom_id, batch_id, metadata
+    )
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::integer[], $4::integer[], $5::text[], $6::float8[],
+        $7::float8[], $8::integer[], $9::bytea[], $10::float8[], $11::text[], $12::text[],
+        $13::bytea[], $14::text[], $15::text[], $16::float8[], $17::text[], $18::text[],
+        $19::bytea[]
+    )
+    WHERE (SELECT count(*) FROM locked) = cardinality($20::text[])
+    RETURNING queue, level, status, batch_id, NULL::integer AS ended
+), counted AS ({_counted("inserted", None, "$21")}
+), batched AS ({_BATCH_COUNTED.format(slot="$21", total="count(*)", rows="inserted")})
+SELECT ARRAY(SELECT name FROM locked)
+"""
+
+# A take whose strategy chooses in list order (strategies.in_list_order): up to $5 queued
+# tasks of each source (its lanes $4[lo:hi], most urgent first), locked, skipping those
+# other takers hold; of those the first $5 in list order are claimed. A paused or unknown
+# queue gives nothing. $6-$9 as CLAIM's $1-$4; $10: the counter slot.
+TAKE_IN_LIST_ORDER = f"""
+WITH candidates AS (
+    SELECT s.i, c.p, c.seq
+    FROM unnest($1::text[], $2::integer[], $3::integer[]) WITH ORDINALITY AS s(queue, lo, hi, i)
+    CROSS JOIN LATERAL (
+        SELECT l.p, t.seq
+        FROM unnest(($4::integer[])[s.lo:s.hi]) WITH ORDINALITY AS l(level, p)
+        CROSS JOIN LATERAL (
+            SELECT seq FROM tasks
+            WHERE status = 0 AND queue = s.queue AND level = l.level
+            ORDER BY seq LIMIT $5
+            FOR UPDATE SKIP LOCKED
+        ) t
+        LIMIT $5
+    ) c
+    WHERE EXISTS (SELECT 1 FROM queues WHERE name = s.queue AND NOT paused)
+), claimed AS (
+    UPDATE tasks SET status = 2, attempts = attempts + 1, started_at = $6,
+        lease_id = replace(gen_random_uuid()::text, '-', ''), worker_id = $7,
+        lease_expires_at = $8, lease_s = $9
+    WHERE seq = ANY(ARRAY(SELECT seq FROM candidates ORDER BY i, p, seq LIMIT $5))
+    RETURNING {TASK_COLUMNS}
+), counted AS ({_counted("claimed", "0", "$10")}
+)
+SELECT * FROM claimed
+"""
+
+# The task held by lease $2 and not asked to cancel, its lease unexpired at $3, moves as
+# the domain decided for such a task ($4-$10 as SETTLE's $2-$8); no row: it is not so
+# held, and the caller takes the general path. $11: the counter slot; $12: the batch
+# counts column it ends in (see Tx.batch_moved), if it ends.
+SETTLE_HELD = f"""
+WITH settled AS (
+    UPDATE tasks SET status = $4, run_at = coalesce($5, run_at), completed_at = $6,
+        result = coalesce($7, result), error = coalesce($8, error),
+        result_code = coalesce($9, result_code),
+        lease_id = NULL, lease_expires_at = NULL, lease_s = NULL,
+        callback_due_at = CASE WHEN callback_url IS NULL THEN NULL ELSE $10::float8 END,
+        callback_attempts = 0
+    WHERE task_id = $1 AND status = 2 AND lease_id = $2 AND NOT cancel_requested
+      AND (lease_expires_at IS NULL OR lease_expires_at > $3)
+    RETURNING {TASK_COLUMNS}, $12::integer AS ended
+), counted AS ({_counted("settled", "2", "$11")}
+), batched AS ({_BATCH_COUNTED.format(slot="$11", total="0", rows="settled")})
+SELECT {TASK_COLUMNS} FROM settled
+"""
+
+# SETTLE_HELD's completion for many tasks (distinct ids), each held by its lease: the ids
+# of those that were so held, with their queue and new status.
+COMPLETE_HELD_MANY = """
+WITH settled AS (
+    UPDATE tasks t SET status = u.status, completed_at = $6, result = u.result,
+        result_code = u.result_code,
+        lease_id = NULL, lease_expires_at = NULL, lease_s = NULL,
+        callback_due_at = CASE WHEN t.callback_url IS NULL THEN NULL ELSE $6::float8 END,
+        callback_attempts = 0
+    FROM unnest($1::text[], $2::text[], $3::integer[], $4::bytea[], $5::integer[], $7::integer[])
+        AS u(task_id, lease_id, status, result, result_code, ended)
+    WHERE t.task_id = u.task_id AND t.status = 2 AND t.lease_id = u.lease_id
+      AND NOT t.cancel_requested AND (t.lease_expires_at IS NULL OR t.lease_expires_at > $6)
+    RETURNING t.task_id, t.queue, t.level, t.status, t.batch_id, u.ended
+), counted AS ({counted}
+), batched AS ({batched})
+SELECT task_id, queue FROM settled
+""".format(
+    counted=_counted("settled", "2", "$8"),
+    batched=_BATCH_COUNTED.format(slot="$8", total="0", rows="settled"),
+)
+
+# A heartbeat of the task held by lease $2, not asked to cancel, its lease unexpired at
+# $3: the lease runs to $3 plus $4 (or the take's lease length). No row: the general path.
+EXTEND_HELD = """
+UPDATE tasks SET lease_expires_at = $3 + coalesce($4, lease_s, 0)
+WHERE task_id = $1 AND status = 2 AND lease_id = $2 AND NOT cancel_requested
+  AND (lease_expires_at IS NULL OR lease_expires_at > $3)
+RETURNING lease_expires_at
+"""
+
+# A task's state read without a lock (a fail decides on it; its write re-checks the lease)
+PEEK_STATE = f"SELECT {STATE_COLUMNS} FROM tasks WHERE task_id = $1"
