@@ -1,11 +1,15 @@
 """The PostgreSQL engine: many server processes over one schema.
 
-Every verb is one transaction on a pooled connection (asyncpg). The state a verb is
-decided on is read FOR UPDATE and handed to domain/lifecycle.py; takes lock their
-candidates FOR UPDATE SKIP LOCKED (lanes.py), so concurrent takers, on any server, never
-get the same task. Counts go out with the COMMIT (tx.py); the news goes to this process's
-waiters at once and to the other servers by NOTIFY (notices.py), and one LISTEN
-connection wakes this process's waiters for what other servers did (listener.py).
+Every verb is atomic on a pooled connection (asyncpg, transactions.py). The hot ones (a
+put of new tasks, a take whose strategy chooses in list order, complete, complete_many,
+heartbeat) are one statement each, one round trip, their counts written in the statement
+(fast.py); fail is two. Whatever those leave to it, and every other verb, runs as one
+transaction: the state a verb is decided on is read FOR UPDATE and handed to
+domain/lifecycle.py; takes lock their candidates FOR UPDATE SKIP LOCKED (lanes.py), so
+concurrent takers, on any server, never get the same task; counts go out with the COMMIT
+(tx.py). The news goes to this process's waiters at once and to the other servers by
+NOTIFY (notices.py), and one LISTEN connection wakes this process's waiters for what
+other servers did (listener.py).
 
 Driver: asyncpg, measured against psycopg 3 (async) with `python -m
 benchmarks.postgres_drivers` on this project's machine (2 cores, shared with other work):
@@ -52,7 +56,7 @@ from conveyor.engines.engine import (
     WorkWatch,
     parse_cursor,
 )
-from conveyor.engines.postgres import batches, fast, queues, records, store
+from conveyor.engines.postgres import batches, fast, queues, records, store, transactions
 from conveyor.engines.postgres import queries as q
 from conveyor.engines.postgres.lanes import choose
 from conveyor.engines.postgres.listener import Listener
@@ -68,7 +72,6 @@ from conveyor.engines.postgres.vacuum import Vacuum
 from conveyor.errors import (
     ConveyorError,
     EngineUnavailable,
-    InvalidInput,
     NotFound,
 )
 
@@ -76,17 +79,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# what a statement that never reached a live server raises: the connection was closed
-# already, or the server ended it before reading the statement
-UNSENT: tuple[type[BaseException], ...] = (
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-)
-RECONNECTS = 3  # a verb whose connection was lost before COMMIT is run again this often
-RETRIES = 5  # and one the server rolled back (a deadlock, a serialization failure)
 CLOSE_TIMEOUT_S = 10.0
 NOTIFY_TIMEOUT_S = 5.0  # a notice that cannot go out by then is dropped (waiters recheck)
 
@@ -152,95 +144,19 @@ class PostgresEngine:
         return self._pool
 
     async def _write(self, op: Callable[[Tx], Awaitable[T]]) -> T:
-        """Run `op` in a transaction and commit it with its bookkeeping, then wake waiters.
-
-        A connection lost before COMMIT rolled the transaction back, so the verb runs again
-        on another connection; one lost during COMMIT leaves the outcome unknown, and
-        raises EngineUnavailable.
-        """
-        pool = self._opened()
-        for attempt in itertools.count():
-            committing = False
-            try:
-                async with pool.acquire() as conn:
-                    await conn.execute("BEGIN")
-                    tx = Tx(conn)
-                    try:
-                        result = await op(tx)
-                        committing = True
-                        await conn.execute(tx.commit_sql())
-                    except asyncio.CancelledError:
-                        raise  # the pool rolls back when the connection comes back
-                    except BaseException:
-                        if not committing and not conn.is_closed():
-                            await conn.execute("ROLLBACK")
-                        raise
-            except LOST as exc:
-                if committing or attempt >= RECONNECTS:
-                    raise EngineUnavailable(f"lost the PostgreSQL connection: {exc}") from exc
-                log.info("PostgreSQL connection lost (%s); running the verb again", exc)
-                continue
-            except asyncpg.exceptions.TransactionRollbackError as exc:
-                if attempt >= RETRIES:
-                    raise EngineUnavailable(f"PostgreSQL rolled the verb back: {exc}") from exc
-                continue
-            except (asyncpg.DataError, UnicodeError) as exc:
-                raise InvalidInput(f"the store refused a value: {exc}") from exc
-            except asyncpg.PostgresError as exc:
-                raise EngineUnavailable(f"PostgreSQL refused the verb: {exc}") from exc
-            self._deliver(tx)
-            return result
-        raise AssertionError("unreachable")
+        """Run `op` in a transaction (transactions.write), then wake waiters."""
+        result, tx = await transactions.write(self._opened(), op)
+        self._deliver(tx)
+        return result
 
     async def _once(self, op: Callable[[Tx], Awaitable[T]]) -> T:
-        """Run `op`, whose statements each commit on their own (fast.py), then wake waiters.
-
-        Its writes are single statements with their counts, so nothing is left for a
-        COMMIT. A connection lost before the statement reached the server (the pool's
-        connect, or a connection the server had already ended) runs it again; one lost
-        while the server had it leaves the outcome unknown, and raises EngineUnavailable.
-        """
-        pool = self._opened()
-        for attempt in itertools.count():
-            sent = False
-            try:
-                async with pool.acquire() as conn:
-                    tx = Tx(conn)
-                    sent = not conn.is_closed()
-                    result = await op(tx)
-            except LOST as exc:
-                if (sent and not isinstance(exc, UNSENT)) or attempt >= RECONNECTS:
-                    raise EngineUnavailable(f"lost the PostgreSQL connection: {exc}") from exc
-                log.info("PostgreSQL connection lost (%s); running the verb again", exc)
-                continue
-            except asyncpg.exceptions.TransactionRollbackError as exc:
-                if attempt >= RETRIES:
-                    raise EngineUnavailable(f"PostgreSQL rolled the verb back: {exc}") from exc
-                continue
-            except (asyncpg.DataError, UnicodeError) as exc:
-                raise InvalidInput(f"the store refused a value: {exc}") from exc
-            except asyncpg.PostgresError as exc:
-                raise EngineUnavailable(f"PostgreSQL refused the verb: {exc}") from exc
-            assert not tx.delta, "a one-statement verb counts in SQL"
-            assert not tx.batches, "a one-statement verb counts in SQL"
-            self._deliver(tx)
-            return result
-        raise AssertionError("unreachable")
+        """Run `op`'s one-statement writes (transactions.once), then wake waiters."""
+        result, tx = await transactions.once(self._opened(), op)
+        self._deliver(tx)
+        return result
 
     async def _read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Run the reads of `fn` on a pooled connection (each statement sees the latest
-        commits); a lost connection is replaced and the read run again."""
-        pool = self._opened()
-        for attempt in itertools.count():
-            try:
-                async with pool.acquire() as conn:
-                    return await fn(conn)
-            except LOST as exc:
-                if attempt >= RECONNECTS:
-                    raise EngineUnavailable(f"lost the PostgreSQL connection: {exc}") from exc
-            except asyncpg.PostgresError as exc:
-                raise EngineUnavailable(f"PostgreSQL refused the read: {exc}") from exc
-        raise AssertionError("unreachable")
+        return await transactions.read(self._opened(), fn)
 
     def _deliver(self, tx: Tx) -> None:
         """Hand a committed transaction's news to this process's waiters, and to the others."""

@@ -177,7 +177,9 @@ async def settle_held(
     return row
 
 
-async def complete(tx: Tx, task_id: str, lease_id: str, result: TaskResult, now: float) -> Any:
+async def complete(
+    tx: Tx, task_id: str, lease_id: str, result: TaskResult, now: float
+) -> Row | None:
     """A completion in one statement: the row, or None (the general path decides)."""
     change = lifecycle.completed(Held(task_id, lease_id), lease_id, result, now)
     return await settle_held(tx, task_id, lease_id, change, now)
