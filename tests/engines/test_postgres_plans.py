@@ -128,6 +128,19 @@ EXPECTED: dict[str, tuple[tuple[Any, ...], set[str]]] = {
         ),
         {"tasks_task_id_key", "tasks_pkey"},
     ),
+    "COMPLETE_HELD_ROWS[1000]": (
+        (
+            [f"p{i:09d}" for i in SEQS],
+            ["l"] * 1000,
+            [3] * 1000,
+            [b"{}"] * 1000,
+            [200] * 1000,
+            NOW,
+            [1] * 1000,
+            3,
+        ),
+        {"tasks_task_id_key", "tasks_pkey"},
+    ),
     "EXTEND_HELD": (("p000000007", "l", NOW, None), {"tasks_task_id_key"}),
     "PEEK_STATE": (("p000000005",), {"tasks_task_id_key"}),
 }

@@ -27,9 +27,9 @@ SENDS = ("execute", "fetch", "fetchrow", "fetchval", "executemany", "prepare")
 
 @contextmanager
 def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The statements this task sends (not the notice sender's, which runs apart)."""
+    """The statements the verbs send (not the notice sender's or the listener's)."""
     sent: list[str] = []
-    me = asyncio.current_task()
+    apart = {"conveyor-postgres-notices", "conveyor-postgres-listener"}
     with monkeypatch.context() as patch:
         for name in SENDS:
             original = getattr(Connection, name)
@@ -38,7 +38,8 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
                 original: Callable[..., Awaitable[Any]] = original, name: str = name
             ) -> Callable[..., Awaitable[Any]]:
                 async def send(self: Connection, *args: Any, **kwargs: Any) -> Any:
-                    if asyncio.current_task() is me:
+                    task = asyncio.current_task()
+                    if task is None or task.get_name() not in apart:
                         sent.append(name)
                     return await original(self, *args, **kwargs)
 
@@ -150,3 +151,40 @@ async def test_a_put_naming_an_existing_id_stores_the_others_once(
     again = await service.put_many([TaskSpec(queue="q", task_id="one"), TaskSpec(queue="q")])
     assert again[0] == first
     assert (await stats(engine))[TaskStatus.QUEUED] == 2
+
+
+async def test_concurrent_puts_and_completes_go_together_each_answered_as_alone(
+    service: TaskService, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    specs = [TaskSpec(queue="q") for _ in range(40)]
+    with round_trips(monkeypatch) as sent:
+        tasks = await asyncio.gather(*(service.put(spec) for spec in specs))
+        assert len(sent) < 40  # grouped
+    assert len({task.task_id for task in tasks}) == 40
+    await service.put(TaskSpec(queue="gone"))  # the service knows it from now on
+    await engine.obliterate_queue("gone", force=True)
+    puts = [service.put(TaskSpec(queue="gone" if i == 7 else "q")) for i in range(10)]
+    put = await asyncio.gather(*puts, return_exceptions=True)
+    assert isinstance(put[7], NotFound)
+    assert all(getattr(p, "status", None) is TaskStatus.QUEUED for p in put[:7] + put[8:])
+    taken = await service.take(["q"], size=20, strategy="active_passive")
+    await service.cancel(taken[1].task_id)
+    calls = [service.complete(t.task_id, lease_of(t), OK) for t in taken]
+    calls.append(service.complete(taken[0].task_id, lease_of(taken[0]), OK))  # twice
+    calls.append(service.complete(taken[2].task_id, "stale", OK))
+    with round_trips(monkeypatch) as sent:
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        assert len(sent) < len(calls)
+    assert [getattr(a, "status", None) for a in answers[:3]] == [
+        TaskStatus.SUCCEEDED,
+        TaskStatus.CANCELLED,
+        TaskStatus.SUCCEEDED,
+    ]
+    assert all(getattr(a, "status", None) is TaskStatus.SUCCEEDED for a in answers[3:20])
+    assert isinstance(answers[20], LeaseLost)
+    assert isinstance(answers[21], LeaseLost)
+    counts = await stats(engine)
+    assert counts[TaskStatus.SUCCEEDED] == 1 + 19  # the warm-up task and these
+    assert counts[TaskStatus.CANCELLED] == 1
+    assert counts[TaskStatus.QUEUED] == 40 + 9 - 20
+    assert TaskStatus.RUNNING not in counts

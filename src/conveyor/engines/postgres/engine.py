@@ -58,6 +58,7 @@ from conveyor.engines.engine import (
 )
 from conveyor.engines.postgres import batches, fast, queues, records, store, transactions
 from conveyor.engines.postgres import queries as q
+from conveyor.engines.postgres.groups import Group
 from conveyor.engines.postgres.lanes import choose
 from conveyor.engines.postgres.listener import Listener
 from conveyor.engines.postgres.notices import NoticeSender
@@ -72,6 +73,7 @@ from conveyor.engines.postgres.vacuum import Vacuum
 from conveyor.errors import (
     ConveyorError,
     EngineUnavailable,
+    InvalidInput,
     NotFound,
 )
 
@@ -80,6 +82,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CLOSE_TIMEOUT_S = 10.0
+# puts (and completes) sent at once; more wait and go out together (groups.py)
+IN_FLIGHT = 4
 NOTIFY_TIMEOUT_S = 5.0  # a notice that cannot go out by then is dropped (waiters recheck)
 
 
@@ -100,6 +104,12 @@ class PostgresEngine:
         )
         self._sender = NoticeSender(self._notify, self._target.channel, self._origin)
         self._vacuum = Vacuum(self._target.schema)
+        self._puts: Group[Sequence[NewTask], list[bool]] = Group(
+            self._put_together, self._put_alone, IN_FLIGHT
+        )
+        self._completes: Group[Completion, Row] = Group(
+            self._complete_together, self._complete_alone, IN_FLIGHT
+        )
 
     # ---- lifecycle ----
     async def open(self) -> None:
@@ -120,6 +130,8 @@ class PostgresEngine:
             ) from exc
 
     async def close(self) -> None:
+        await self._puts.drain()
+        await self._completes.drain()
         await self._sender.stop()  # what is pending goes out first
         await self._listener.stop()
         pool, self._pool = self._pool, None
@@ -202,10 +214,26 @@ class PostgresEngine:
 
     # ---- tasks ----
     async def put(self, tasks: Sequence[NewTask]) -> list[bool]:
+        return await self._puts.call(tasks)
+
+    async def _put_alone(self, tasks: Sequence[NewTask]) -> list[bool]:
         created = await self._once(lambda tx: fast.put(tx, tasks))
         if created is not None:
             return created
         return await self._write(lambda tx: put(tx, tasks))  # some ids exist already
+
+    async def _put_together(
+        self, calls: Sequence[Sequence[NewTask]]
+    ) -> Sequence[list[bool] | None]:
+        """Concurrent puts in one statement, or each alone if one of them cannot go so."""
+        every = [task for tasks in calls for task in tasks]
+        try:
+            created = await self._once(lambda tx: fast.put(tx, every))
+        except (NotFound, InvalidInput):
+            created = None
+        if created is None:
+            return [None] * len(calls)
+        return [[True] * len(tasks) for tasks in calls]
 
     async def take(self, request: TakeRequest) -> list[Task]:
         if fast.takes_in_list_order(request):
@@ -233,18 +261,34 @@ class PostgresEngine:
         return rows
 
     async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
+        return to_task(await self._completes.call(Completion(task_id, lease_id, result)))
+
+    async def _complete_alone(self, item: Completion) -> Row:
+        task_id, lease_id, result = item
         row = await self._once(
             lambda tx: fast.complete(tx, task_id, lease_id, result, self._clock())
         )
         if row is not None:
-            return to_task(row)
+            return row
 
         async def op(tx: Tx) -> Row:  # not held by this lease, or asked to cancel
             state = await state_of(tx, task_id)
             outcome = lifecycle.completed(state, lease_id, result, self._clock())
             return await settle(tx, state, outcome)
 
-        return to_task(await self._write(op))
+        return await self._write(op)
+
+    async def _complete_together(self, items: Sequence[Completion]) -> Sequence[Row | None]:
+        """Concurrent completes in one statement; a task named twice: the others alone."""
+        firsts: dict[str, int] = {}
+        for index, item in enumerate(items):
+            firsts.setdefault(item.task_id, index)
+        chosen = [items[index] for index in firsts.values()]
+        rows = await self._once(lambda tx: fast.complete_rows(tx, chosen, self._clock()))
+        answers: list[Row | None] = [None] * len(items)
+        for index, row in zip(firsts.values(), rows, strict=True):
+            answers[index] = row
+        return answers
 
     async def complete_many(self, items: Sequence[Completion]) -> list[Settled | ConveyorError]:
         settled = await self._once(lambda tx: fast.complete_many(tx, items, self._clock()))

@@ -30,7 +30,7 @@ from conveyor.domain.tasks import NewTask, TaskResult
 from conveyor.engines.engine import Completion, TakeRequest
 from conveyor.engines.postgres import queries as q
 from conveyor.engines.postgres.put import columns_of
-from conveyor.engines.postgres.queries import SLOTS, STATUS_CODES
+from conveyor.engines.postgres.queries import SLOTS, STATUS_CODES, STATUSES
 from conveyor.engines.postgres.rows import Row, RowState, encode
 from conveyor.engines.postgres.settle import ended_as
 from conveyor.engines.postgres.tx import Tx
@@ -193,17 +193,33 @@ async def complete_many(
     firsts: dict[str, int] = {}
     for index, item in enumerate(items):
         firsts.setdefault(item.task_id, index)
+    chosen = [items[index] for index in firsts.values()]
+    settled: dict[int, tuple[str, TaskStatus]] = {}
+    for row in await _complete_held(tx, q.COMPLETE_HELD_MANY, chosen, now):
+        settled[firsts[row[1]]] = (row[2], STATUSES[row[4]])
+    return settled
+
+
+async def complete_rows(tx: Tx, items: Sequence[Completion], now: float) -> list[Row | None]:
+    """Complete, in one statement, the items (distinct tasks) whose task is held by their
+    lease: per item its row as it is now, or None (not written)."""
+    rows = {row[1]: row for row in await _complete_held(tx, q.COMPLETE_HELD_ROWS, items, now)}
+    return [rows.get(item.task_id) for item in items]
+
+
+async def _complete_held(tx: Tx, sql: str, items: Sequence[Completion], now: float) -> list[Row]:
+    """Run a COMPLETE_HELD_* statement for `items` (distinct tasks): the rows it returns,
+    each led by TASK_COLUMNS' seq, task_id, queue, level, status (the news is in `tx`)."""
     columns: list[list[Any]] = [[] for _ in range(6)]
     changes: dict[str, lifecycle.Outcome] = {}
-    for task_id, index in firsts.items():
-        item = items[index]
-        change = lifecycle.completed(Held(task_id, item.lease_id), item.lease_id, item.result, now)
-        changes[task_id] = change
+    for item in items:
+        held = Held(item.task_id, item.lease_id)
+        change = changes[item.task_id] = lifecycle.completed(held, item.lease_id, item.result, now)
         code = item.result.status_code
         for column, value in zip(
             columns,
             (
-                task_id,
+                item.task_id,
                 item.lease_id,
                 STATUS_CODES[change.status],
                 encode(item.result),
@@ -214,15 +230,12 @@ async def complete_many(
         ):
             column.append(value)
     ids, leases, statuses, results, codes, ended = columns
-    rows = await tx.conn.fetch(
-        q.COMPLETE_HELD_MANY, ids, leases, statuses, results, codes, now, ended, _slot()
+    rows: list[Row] = await tx.conn.fetch(
+        sql, ids, leases, statuses, results, codes, now, ended, _slot()
     )
-    settled: dict[int, tuple[str, TaskStatus]] = {}
-    for task_id, queue in rows:
-        change = changes[task_id]
-        _news(tx, task_id, queue, change)
-        settled[firsts[task_id]] = (queue, change.status)
-    return settled
+    for row in rows:
+        _news(tx, row[1], row[2], changes[row[1]])
+    return rows
 
 
 async def heartbeat(

@@ -480,10 +480,10 @@ WITH settled AS (
 SELECT {TASK_COLUMNS} FROM settled
 """
 
-# SETTLE_HELD's completion for many tasks (distinct ids), each held by its lease: the ids
-# of those that were so held, with their queue. The rows are found by id, then by seq (with
-# a join on the ids, the planner would rather read every running task and hash them).
-COMPLETE_HELD_MANY = """
+# SETTLE_HELD's completion for many tasks (distinct ids), each held by its lease: the
+# rows of those that were so held. The rows are found by id, then by seq
+# (with a join on the ids, the planner would rather read every running task and hash them).
+_COMPLETE_HELD = """
 WITH settled AS (
     UPDATE tasks t SET status = u.status, completed_at = $6, result = u.result,
         result_code = u.result_code,
@@ -495,14 +495,27 @@ WITH settled AS (
     WHERE t.seq = ANY(ARRAY(SELECT seq FROM tasks WHERE task_id = ANY($1::text[])))
       AND t.task_id = u.task_id AND t.status = 2 AND t.lease_id = u.lease_id
       AND NOT t.cancel_requested AND (t.lease_expires_at IS NULL OR t.lease_expires_at > $6)
-    RETURNING t.task_id, t.queue, t.level, t.status, t.batch_id, u.ended
+    RETURNING {returning}, u.ended
 ), counted AS ({counted}
 ), batched AS ({batched})
-SELECT task_id, queue FROM settled
-""".format(
-    counted=_counted("settled", "2", "$8"),
-    batched=_BATCH_COUNTED.format(slot="$8", total="0", rows="settled"),
-)
+SELECT {returning_names} FROM settled
+"""
+
+
+def _complete_held(columns: str) -> str:
+    names = [column.strip() for column in columns.split(",")]
+    return _COMPLETE_HELD.format(
+        returning=", ".join(f"t.{name}" for name in names),
+        returning_names=", ".join(names),
+        counted=_counted("settled", "2", "$8"),
+        batched=_BATCH_COUNTED.format(slot="$8", total="0", rows="settled"),
+    )
+
+
+# for complete_many: the leading TASK_COLUMNS of each task completed (and its batch)
+COMPLETE_HELD_MANY = _complete_held("seq, task_id, queue, level, status, batch_id")
+# for concurrent completes sent together (groups.py): the rows, as SETTLE_HELD's
+COMPLETE_HELD_ROWS = _complete_held(TASK_COLUMNS)
 
 # A heartbeat of the task held by lease $2, not asked to cancel, its lease unexpired at
 # $3: the lease runs to $3 plus $4 (or the take's lease length). No row: the general path.
