@@ -3,13 +3,13 @@
 Every verb is atomic on a pooled connection (asyncpg, transactions.py). The hot ones (a
 put of new tasks, a take whose strategy chooses in list order, complete, complete_many,
 heartbeat) are one statement each, one round trip, their counts written in the statement
-(fast.py); fail is two. Whatever those leave to it, and every other verb, runs as one
-transaction: the state a verb is decided on is read FOR UPDATE and handed to
-domain/lifecycle.py; takes lock their candidates FOR UPDATE SKIP LOCKED (lanes.py), so
-concurrent takers, on any server, never get the same task; counts go out with the COMMIT
-(tx.py). The news goes to this process's waiters at once and to the other servers by
-NOTIFY (notices.py), and one LISTEN connection wakes this process's waiters for what
-other servers did (listener.py).
+(fast.py); fail is two; concurrent puts and completes go out together (groups.py).
+Whatever those leave to it, and every other verb, runs as one transaction: the state a
+verb is decided on is read FOR UPDATE and handed to domain/lifecycle.py; takes lock their
+candidates FOR UPDATE SKIP LOCKED (lanes.py), so concurrent takers, on any server, never
+get the same task; counts go out with the COMMIT (tx.py). The news goes to this
+process's waiters at once and to the other servers by NOTIFY (notices.py), and one
+LISTEN connection wakes this process's waiters for what other servers did (listener.py).
 
 Driver: asyncpg, measured against psycopg 3 (async) with `python -m
 benchmarks.postgres_drivers` on this project's machine (2 cores, shared with other work):
@@ -496,14 +496,14 @@ class PostgresEngine:
             claimed: list[Row] = await tx.conn.fetch(q.CLAIM_CALLBACKS, now + hold_s, now, limit)
             return claimed
 
-        rows = await self._write(op)
+        rows = await self._once(op)  # one statement
         return [DueCallback(to_task(row[1:]), row[0]) for row in rows]
 
     async def settle_callback(self, task_id: str, *, retry_at: float | None) -> None:
         async def op(tx: Tx) -> None:
             await tx.conn.execute(q.SETTLE_CALLBACK, retry_at, task_id)
 
-        await self._write(op)
+        await self._once(op)  # one statement
 
     async def wait_for_callbacks(self, timeout_s: float) -> None:
         await self._listener.local.wait_for_callbacks(timeout_s)
