@@ -12,7 +12,7 @@ from conveyor.domain.states import TaskStatus
 from conveyor.domain.tasks import TaskSpec
 from conveyor.engines import create_engine
 from conveyor.engines.postgres import PostgresEngine
-from conveyor.engines.postgres.queries import SCHEMA_VERSION
+from conveyor.engines.postgres.schema import SCHEMA_VERSION
 from conveyor.engines.postgres.store import parse_url
 from conveyor.errors import EngineUnavailable, InvalidInput
 from conveyor.service.tasks import TaskService

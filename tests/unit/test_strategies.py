@@ -7,7 +7,14 @@ from collections import Counter
 import pytest
 
 from conveyor.domain.queues import Lane, Source
-from conveyor.domain.strategies import Candidate, Rotation, Strategy, parse_strategy, select
+from conveyor.domain.strategies import (
+    Candidate,
+    Rotation,
+    Strategy,
+    in_list_order,
+    parse_strategy,
+    select,
+)
 from conveyor.errors import InvalidInput
 
 
@@ -330,3 +337,26 @@ def test_fair_rotation_is_kept_per_lane(fake: FakeLanes) -> None:
     assert groups_of(fake.take(Strategy.FAIR, lanes("a:0"), 1)) == ["x"]
     assert groups_of(fake.take(Strategy.FAIR, lanes("b:0"), 1)) == ["x"]
     assert groups_of(fake.take(Strategy.FAIR, lanes("a:0"), 1)) == ["y"]
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+@pytest.mark.parametrize(
+    "addresses", [("a",), ("a:1",), ("a", "b"), ("b:1", "a:0", "a:1"), ("a:1", "a:0")]
+)
+@pytest.mark.parametrize("size", [1, 3, 100])
+def test_in_list_order_means_what_active_passive_chooses(
+    strategy: Strategy, addresses: tuple[str, ...], size: int
+) -> None:
+    def fill(fake: FakeLanes) -> None:
+        for i in range(12):
+            fake.put(("a:1", "b:1", "a:0", "b:0")[i % 4], 1 + i % 3, group=f"g{i % 2}")
+
+    sources = lanes(*addresses)
+    if not in_list_order(strategy, sources):
+        return
+    ordered, chosen = FakeLanes(), FakeLanes()
+    fill(ordered)
+    fill(chosen)
+    for _ in range(4):  # rotations included: every take agrees
+        expected = ordered.take(Strategy.ACTIVE_PASSIVE, sources, size)
+        assert chosen.take(strategy, sources, size) == expected

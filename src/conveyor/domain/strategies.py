@@ -160,6 +160,18 @@ def select(
     return _fair(sources, size, source, rotation)
 
 
+def in_list_order(strategy: Strategy, sources: Sequence[Source]) -> bool:
+    """True when `strategy` chooses from `sources` as active_passive does: their lanes in
+    list order, oldest first within a lane, until the take is full.
+
+    fifo and round_robin do so over one source (its levels, most urgent first), so an
+    engine may answer all three with one ordered read instead of asking `select`.
+    """
+    if strategy is Strategy.ACTIVE_PASSIVE:
+        return True
+    return len(sources) == 1 and strategy in (Strategy.FIFO, Strategy.ROUND_ROBIN)
+
+
 def _fifo(sources: Sequence[Source], size: int, buffers: _Buffers) -> list[Candidate]:
     """Oldest first across the listed sources; each source offers its most urgent level."""
     if len(sources) == 1:  # one source: its levels in order, which active_passive does in slices

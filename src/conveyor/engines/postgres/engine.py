@@ -1,11 +1,15 @@
 """The PostgreSQL engine: many server processes over one schema.
 
-Every verb is one transaction on a pooled connection (asyncpg). The state a verb is
-decided on is read FOR UPDATE and handed to domain/lifecycle.py; takes lock their
+Every verb is atomic on a pooled connection (asyncpg, transactions.py). The hot ones (a
+put of new tasks, a take whose strategy chooses in list order, complete, complete_many,
+heartbeat) are one statement each, one round trip, their counts written in the statement
+(fast.py); fail is two; concurrent puts and completes go out together (groups.py).
+Whatever those leave to it, and every other verb, runs as one transaction: the state a
+verb is decided on is read FOR UPDATE and handed to domain/lifecycle.py; takes lock their
 candidates FOR UPDATE SKIP LOCKED (lanes.py), so concurrent takers, on any server, never
-get the same task. Counts go out with the COMMIT (tx.py); the news goes to this process's
-waiters at once and to the other servers by NOTIFY (notices.py), and one LISTEN
-connection wakes this process's waiters for what other servers did (listener.py).
+get the same task; counts go out with the COMMIT (tx.py). The news goes to this
+process's waiters at once and to the other servers by NOTIFY (notices.py), and one
+LISTEN connection wakes this process's waiters for what other servers did (listener.py).
 
 Driver: asyncpg, measured against psycopg 3 (async) with `python -m
 benchmarks.postgres_drivers` on this project's machine (2 cores, shared with other work):
@@ -52,8 +56,9 @@ from conveyor.engines.engine import (
     WorkWatch,
     parse_cursor,
 )
-from conveyor.engines.postgres import batches, queues, records, store
+from conveyor.engines.postgres import batches, fast, queues, records, store, transactions
 from conveyor.engines.postgres import queries as q
+from conveyor.engines.postgres.groups import Group
 from conveyor.engines.postgres.lanes import choose
 from conveyor.engines.postgres.listener import Listener
 from conveyor.engines.postgres.notices import NoticeSender
@@ -76,9 +81,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-RECONNECTS = 3  # a verb whose connection was lost before COMMIT is run again this often
-RETRIES = 5  # and one the server rolled back (a deadlock, a serialization failure)
 CLOSE_TIMEOUT_S = 10.0
+# puts (and completes) sent at once; more wait and go out together (groups.py)
+IN_FLIGHT = 4
 NOTIFY_TIMEOUT_S = 5.0  # a notice that cannot go out by then is dropped (waiters recheck)
 
 
@@ -99,6 +104,12 @@ class PostgresEngine:
         )
         self._sender = NoticeSender(self._notify, self._target.channel, self._origin)
         self._vacuum = Vacuum(self._target.schema)
+        self._puts: Group[Sequence[NewTask], list[bool]] = Group(
+            self._put_together, self._put_alone, IN_FLIGHT
+        )
+        self._completes: Group[Completion, Row] = Group(
+            self._complete_together, self._complete_alone, IN_FLIGHT
+        )
 
     # ---- lifecycle ----
     async def open(self) -> None:
@@ -119,6 +130,8 @@ class PostgresEngine:
             ) from exc
 
     async def close(self) -> None:
+        await self._puts.drain()
+        await self._completes.drain()
         await self._sender.stop()  # what is pending goes out first
         await self._listener.stop()
         pool, self._pool = self._pool, None
@@ -143,60 +156,19 @@ class PostgresEngine:
         return self._pool
 
     async def _write(self, op: Callable[[Tx], Awaitable[T]]) -> T:
-        """Run `op` in a transaction and commit it with its bookkeeping, then wake waiters.
+        """Run `op` in a transaction (transactions.write), then wake waiters."""
+        result, tx = await transactions.write(self._opened(), op)
+        self._deliver(tx)
+        return result
 
-        A connection lost before COMMIT rolled the transaction back, so the verb runs again
-        on another connection; one lost during COMMIT leaves the outcome unknown, and
-        raises EngineUnavailable.
-        """
-        pool = self._opened()
-        for attempt in itertools.count():
-            committing = False
-            try:
-                async with pool.acquire() as conn:
-                    await conn.execute("BEGIN")
-                    tx = Tx(conn)
-                    try:
-                        result = await op(tx)
-                        committing = True
-                        await conn.execute(tx.commit_sql())
-                    except asyncio.CancelledError:
-                        raise  # the pool rolls back when the connection comes back
-                    except BaseException:
-                        if not committing and not conn.is_closed():
-                            await conn.execute("ROLLBACK")
-                        raise
-            except LOST as exc:
-                if committing or attempt >= RECONNECTS:
-                    raise EngineUnavailable(f"lost the PostgreSQL connection: {exc}") from exc
-                log.info("PostgreSQL connection lost (%s); running the verb again", exc)
-                continue
-            except asyncpg.exceptions.TransactionRollbackError as exc:
-                if attempt >= RETRIES:
-                    raise EngineUnavailable(f"PostgreSQL rolled the verb back: {exc}") from exc
-                continue
-            except (asyncpg.DataError, UnicodeError) as exc:
-                raise InvalidInput(f"the store refused a value: {exc}") from exc
-            except asyncpg.PostgresError as exc:
-                raise EngineUnavailable(f"PostgreSQL refused the verb: {exc}") from exc
-            self._deliver(tx)
-            return result
-        raise AssertionError("unreachable")
+    async def _once(self, op: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run `op`'s one-statement writes (transactions.once), then wake waiters."""
+        result, tx = await transactions.once(self._opened(), op)
+        self._deliver(tx)
+        return result
 
     async def _read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Run the reads of `fn` on a pooled connection (each statement sees the latest
-        commits); a lost connection is replaced and the read run again."""
-        pool = self._opened()
-        for attempt in itertools.count():
-            try:
-                async with pool.acquire() as conn:
-                    return await fn(conn)
-            except LOST as exc:
-                if attempt >= RECONNECTS:
-                    raise EngineUnavailable(f"lost the PostgreSQL connection: {exc}") from exc
-            except asyncpg.PostgresError as exc:
-                raise EngineUnavailable(f"PostgreSQL refused the read: {exc}") from exc
-        raise AssertionError("unreachable")
+        return await transactions.read(self._opened(), fn)
 
     def _deliver(self, tx: Tx) -> None:
         """Hand a committed transaction's news to this process's waiters, and to the others."""
@@ -242,10 +214,32 @@ class PostgresEngine:
 
     # ---- tasks ----
     async def put(self, tasks: Sequence[NewTask]) -> list[bool]:
-        return await self._write(lambda tx: put(tx, tasks))
+        return await self._puts.call(tasks)
+
+    async def _put_alone(self, tasks: Sequence[NewTask]) -> list[bool]:
+        created = await self._once(lambda tx: fast.put(tx, tasks))
+        if created is not None:
+            return created
+        return await self._write(lambda tx: put(tx, tasks))  # some ids exist already
+
+    async def _put_together(
+        self, calls: Sequence[Sequence[NewTask]]
+    ) -> Sequence[list[bool] | None]:
+        """Concurrent puts in one statement, or each alone if one of them cannot go so."""
+        every = [task for tasks in calls for task in tasks]
+        try:
+            created = await self._once(lambda tx: fast.put(tx, every))
+        except (NotFound, InvalidInput):
+            created = None
+        if created is None:
+            return [None] * len(calls)
+        return [[True] * len(tasks) for tasks in calls]
 
     async def take(self, request: TakeRequest) -> list[Task]:
-        rows = await self._write(lambda tx: self._take(tx, request))
+        if fast.takes_in_list_order(request):
+            rows = await self._once(lambda tx: fast.take(tx, request, self._clock()))
+        else:
+            rows = await self._write(lambda tx: self._take(tx, request))
         return [to_task(row) for row in rows]
 
     async def _take(self, tx: Tx, request: TakeRequest) -> list[Row]:
@@ -267,26 +261,58 @@ class PostgresEngine:
         return rows
 
     async def complete(self, task_id: str, lease_id: str, result: TaskResult) -> Task:
-        async def op(tx: Tx) -> Row:
+        return to_task(await self._completes.call(Completion(task_id, lease_id, result)))
+
+    async def _complete_alone(self, item: Completion) -> Row:
+        task_id, lease_id, result = item
+        row = await self._once(
+            lambda tx: fast.complete(tx, task_id, lease_id, result, self._clock())
+        )
+        if row is not None:
+            return row
+
+        async def op(tx: Tx) -> Row:  # not held by this lease, or asked to cancel
             state = await state_of(tx, task_id)
             outcome = lifecycle.completed(state, lease_id, result, self._clock())
             return await settle(tx, state, outcome)
 
-        return to_task(await self._write(op))
+        return await self._write(op)
+
+    async def _complete_together(self, items: Sequence[Completion]) -> Sequence[Row | None]:
+        """Concurrent completes in one statement; a task named twice: the others alone."""
+        firsts: dict[str, int] = {}
+        for index, item in enumerate(items):
+            firsts.setdefault(item.task_id, index)
+        chosen = [items[index] for index in firsts.values()]
+        rows = await self._once(lambda tx: fast.complete_rows(tx, chosen, self._clock()))
+        answers: list[Row | None] = [None] * len(items)
+        for index, row in zip(firsts.values(), rows, strict=True):
+            answers[index] = row
+        return answers
 
     async def complete_many(self, items: Sequence[Completion]) -> list[Settled | ConveyorError]:
-        async def op(tx: Tx) -> list[Settled | ConveyorError]:
-            now = self._clock()
-            decided = lifecycle.completions(
-                await states(tx, [item.task_id for item in items]), items, now
-            )
-            await settle_many(tx, [d for d in decided if isinstance(d, tuple)])
-            return [
-                d if isinstance(d, ConveyorError) else Settled(d[0].queue, d[1].status)
-                for d in decided
-            ]
+        settled = await self._once(lambda tx: fast.complete_many(tx, items, self._clock()))
+        answers: list[Settled | ConveyorError | None] = [
+            None if (done := settled.get(i)) is None else Settled(*done) for i in range(len(items))
+        ]
+        rest = [i for i, answer in enumerate(answers) if answer is None]
+        if rest:  # not held by their lease, asked to cancel, or named twice
 
-        return await self._write(op)
+            async def op(tx: Tx) -> list[Settled | ConveyorError]:
+                now = self._clock()
+                others = [items[i] for i in rest]
+                decided = lifecycle.completions(
+                    await states(tx, [item.task_id for item in others]), others, now
+                )
+                await settle_many(tx, [d for d in decided if isinstance(d, tuple)])
+                return [
+                    d if isinstance(d, ConveyorError) else Settled(d[0].queue, d[1].status)
+                    for d in decided
+                ]
+
+            for i, answer in zip(rest, await self._write(op), strict=True):
+                answers[i] = answer
+        return [answer for answer in answers if answer is not None]
 
     async def fail(
         self,
@@ -297,7 +323,27 @@ class PostgresEngine:
         retry: bool = True,
         retry_after_s: float | None = None,
     ) -> Task:
-        async def op(tx: Tx) -> Row:
+        async def peeked(tx: Tx) -> Row | None:
+            state = await fast.peek(tx, task_id)
+            now = self._clock()
+            outcome = lifecycle.failed(
+                state,
+                lease_id,
+                error,
+                retry=retry,
+                retry_after_s=retry_after_s,
+                now=now,
+                rng=self._rng,
+            )
+            if state.cancel_requested:
+                return None
+            return await fast.settle_held(tx, task_id, lease_id, outcome, now, state.result_code)
+
+        row = await self._once(peeked)
+        if row is not None:
+            return to_task(row)
+
+        async def op(tx: Tx) -> Row:  # asked to cancel, or changed since it was read
             state = await state_of(tx, task_id)
             outcome = lifecycle.failed(
                 state,
@@ -315,7 +361,13 @@ class PostgresEngine:
     async def heartbeat(
         self, task_id: str, lease_id: str, extend_s: float | None = None
     ) -> Heartbeat:
-        async def op(tx: Tx) -> Heartbeat:
+        expires_at = await self._once(
+            lambda tx: fast.heartbeat(tx, task_id, lease_id, extend_s, self._clock())
+        )
+        if expires_at is not None:
+            return Heartbeat(lease_expires_at=expires_at, cancelled=False)
+
+        async def op(tx: Tx) -> Heartbeat:  # not held by this lease, or a cancel to deliver
             state = await state_of(tx, task_id)
             now = self._clock()
             outcome = lifecycle.heartbeat_cancels(state, lease_id, now)
@@ -444,14 +496,14 @@ class PostgresEngine:
             claimed: list[Row] = await tx.conn.fetch(q.CLAIM_CALLBACKS, now + hold_s, now, limit)
             return claimed
 
-        rows = await self._write(op)
+        rows = await self._once(op)  # one statement
         return [DueCallback(to_task(row[1:]), row[0]) for row in rows]
 
     async def settle_callback(self, task_id: str, *, retry_at: float | None) -> None:
         async def op(tx: Tx) -> None:
             await tx.conn.execute(q.SETTLE_CALLBACK, retry_at, task_id)
 
-        await self._write(op)
+        await self._once(op)  # one statement
 
     async def wait_for_callbacks(self, timeout_s: float) -> None:
         await self._listener.local.wait_for_callbacks(timeout_s)

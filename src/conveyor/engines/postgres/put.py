@@ -18,36 +18,7 @@ from conveyor.errors import IdempotencyConflict, NotFound
 async def put(tx: Tx, tasks: Sequence[NewTask]) -> list[bool]:
     """Insert `tasks` (their queues must exist); per task True if created, False if an
     identical one existed. Raises NotFound, IdempotencyConflict (the caller rolls back)."""
-    columns: list[list[Any]] = [[] for _ in range(19)]
-    backoffs: dict[Any, bytes] = {}
-    for t in tasks:
-        backoff = backoffs.get(t.backoff) or backoffs.setdefault(t.backoff, encode(t.backoff))
-        for column, value in zip(
-            columns,
-            (
-                t.task_id,
-                t.queue,
-                t.level,
-                STATUS_CODES[t.status],
-                t.group,
-                t.run_at,
-                t.expires_at,
-                t.max_attempts,
-                backoff,
-                t.created_at,
-                t.fingerprint,
-                t.endpoint,
-                t.data_json,
-                t.response_mode.value,
-                t.callback_url,
-                t.timeout_s,
-                t.custom_id,
-                t.batch_id,
-                t.metadata_json,
-            ),
-            strict=True,
-        ):
-            column.append(value)
+    columns = columns_of(tasks)
     names = sorted({task.queue for task in tasks})
     found, ids = await tx.conn.fetchrow(q.INSERT_TASKS, *columns, names)
     for name in set(names).difference(found):
@@ -85,3 +56,38 @@ async def _which_created(tx: Tx, tasks: Sequence[NewTask], inserted: set[str]) -
                 f"task {task.task_id} exists with other content; use a new task_id"
             )
     return created
+
+
+def columns_of(tasks: Sequence[NewTask]) -> list[list[Any]]:
+    """The 19 columns of INSERT_TASKS (and PUT_NEW), one list per column."""
+    columns: list[list[Any]] = [[] for _ in range(19)]
+    backoffs: dict[Any, bytes] = {}
+    for t in tasks:
+        backoff = backoffs.get(t.backoff) or backoffs.setdefault(t.backoff, encode(t.backoff))
+        for column, value in zip(
+            columns,
+            (
+                t.task_id,
+                t.queue,
+                t.level,
+                STATUS_CODES[t.status],
+                t.group,
+                t.run_at,
+                t.expires_at,
+                t.max_attempts,
+                backoff,
+                t.created_at,
+                t.fingerprint,
+                t.endpoint,
+                t.data_json,
+                t.response_mode.value,
+                t.callback_url,
+                t.timeout_s,
+                t.custom_id,
+                t.batch_id,
+                t.metadata_json,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    return columns

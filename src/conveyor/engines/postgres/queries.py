@@ -1,155 +1,16 @@
-"""The PostgreSQL engine's schema and statements, by name.
-
-The tables follow the SQLite engine's (statuses as small integers, the same task columns),
-with text compared byte-wise (COLLATE "C", as Python compares strings) and JSON kept as
-bytea, as written. Each index serves one question:
-  ix_ready          the oldest queued tasks of a lane (take)
-  ix_ready_group    the same per fairness group, and the groups of a lane (fair take)
-  ix_scheduled      delayed and backing-off tasks by due time (sweep)
-  ix_leases         running tasks by lease expiry (sweep)
-  ix_deadlines      unfinished tasks with a deadline (sweep)
-  ix_listing        a queue's tasks by state in put order (list_tasks, a queue's running
-                    tasks); queued tasks are listed through ix_ready instead
-  ix_finished       a queue's finished tasks by end time (retention)
-  ix_callbacks      ended tasks whose callback is owed, by due time (the outbox)
-  ix_batch_order    a batch's tasks in put order, its input order (finalization)
-  ix_batch_unfinished a batch's unfinished tasks (cancel)
-  ix_records        a project's records of one kind in id order (list_records)
-  ix_records_active the active records of one kind in id order (list_active)
-
-Counts per (queue, level, status) live in `counts`, changed in the transaction that moves
-the tasks, spread over SLOTS rows per key so that concurrent transactions seldom wait on
-one another's counter row; `queue_stats` adds the slots up. `batch_counts` does the same
-for each batch's tasks by how they ended (total, completed, failed, not run), so reading a
-batch's counts costs a few rows however large the batch.
+"""The PostgreSQL engine's statements, by name (the tables they read: schema.py).
 
 asyncpg prepares every statement, and PostgreSQL may keep a plan made without the
 parameters' values: tests/engines/test_postgres_plans.py checks both kinds of plan. The
 listings (LIST_*, BATCH_PAGE), whose best plan depends on the queue or batch named, are
 prepared afresh at each call instead (store.fetch_planned).
-
-Schema versions are MIGRATIONS[version - 1], applied in order at start-up under an
-advisory lock; version 1 is the whole schema.
 """
 
 from __future__ import annotations
 
 from conveyor.engines._rows import STATUS_CODES as STATUS_CODES
 from conveyor.engines._rows import STATUSES as STATUSES
-
-SLOTS = 16
-
-SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS queues (
-    name text COLLATE "C" PRIMARY KEY,
-    config bytea NOT NULL,
-    paused boolean NOT NULL,
-    retention_s double precision NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS counts (
-    queue text COLLATE "C" NOT NULL,
-    level integer NOT NULL,
-    status integer NOT NULL,
-    slot integer NOT NULL,
-    n bigint NOT NULL,
-    PRIMARY KEY (queue, level, status, slot)
-) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
-
-CREATE TABLE IF NOT EXISTS tasks (
-    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    task_id text COLLATE "C" NOT NULL UNIQUE,
-    queue text COLLATE "C" NOT NULL,
-    level integer NOT NULL,
-    status integer NOT NULL,
-    grp text COLLATE "C" NOT NULL,
-    run_at double precision NOT NULL,
-    expires_at double precision,
-    attempts integer NOT NULL DEFAULT 0,
-    max_attempts integer NOT NULL,
-    backoff bytea NOT NULL,
-    lease_id text,
-    lease_expires_at double precision,
-    lease_s double precision,
-    worker_id text,
-    cancel_requested boolean NOT NULL DEFAULT false,
-    created_at double precision NOT NULL,
-    started_at double precision,
-    completed_at double precision,
-    fingerprint text NOT NULL,
-    endpoint text NOT NULL,
-    data bytea NOT NULL,
-    response_mode text NOT NULL,
-    callback_url text,
-    timeout_s double precision,
-    custom_id text,
-    batch_id text COLLATE "C",
-    metadata bytea,
-    result bytea,
-    error bytea,
-    callback_due_at double precision,
-    callback_attempts integer NOT NULL DEFAULT 0,
-    result_code integer
-) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.05);
-
-CREATE TABLE IF NOT EXISTS events (
-    task_seq bigint NOT NULL,
-    event_id integer NOT NULL,
-    event text NOT NULL,
-    data bytea NOT NULL,
-    created_at double precision NOT NULL,
-    PRIMARY KEY (task_seq, event_id)
-);
-
-CREATE INDEX IF NOT EXISTS ix_ready ON tasks (queue, level, seq) WHERE status = 0;
-CREATE INDEX IF NOT EXISTS ix_ready_group ON tasks (queue, level, grp, seq) WHERE status = 0;
-CREATE INDEX IF NOT EXISTS ix_scheduled ON tasks (run_at) WHERE status = 1;
-CREATE INDEX IF NOT EXISTS ix_leases ON tasks (lease_expires_at) WHERE status = 2;
-CREATE INDEX IF NOT EXISTS ix_deadlines ON tasks (expires_at)
-    WHERE expires_at IS NOT NULL AND status IN (0, 1, 2);
-CREATE INDEX IF NOT EXISTS ix_listing ON tasks (queue, status, seq) WHERE status >= 1;
-CREATE INDEX IF NOT EXISTS ix_finished ON tasks (queue, completed_at) WHERE status >= 3;
-CREATE INDEX IF NOT EXISTS ix_callbacks ON tasks (callback_due_at)
-    WHERE callback_due_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS batch_counts (
-    batch_id text COLLATE "C" NOT NULL,
-    slot integer NOT NULL,
-    total bigint NOT NULL,
-    completed bigint NOT NULL,
-    failed bigint NOT NULL,
-    not_run bigint NOT NULL,
-    PRIMARY KEY (batch_id, slot)
-) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
-
-CREATE INDEX IF NOT EXISTS ix_batch_order ON tasks (batch_id, seq) WHERE batch_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ix_batch_unfinished ON tasks (batch_id, seq)
-    WHERE batch_id IS NOT NULL AND status IN (0, 1, 2);
-
-CREATE TABLE IF NOT EXISTS records (
-    kind text COLLATE "C" NOT NULL,
-    id text COLLATE "C" NOT NULL,
-    project text COLLATE "C" NOT NULL,
-    created_at double precision NOT NULL,
-    body bytea NOT NULL,
-    active boolean NOT NULL,
-    version integer NOT NULL,
-    PRIMARY KEY (kind, id)
-);
-
-CREATE INDEX IF NOT EXISTS ix_records ON records (kind, project, id);
-CREATE INDEX IF NOT EXISTS ix_records_active ON records (kind, id) WHERE active;
-"""
-
-MIGRATIONS: list[str] = [SCHEMA_V1]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-# ---- start-up ----
-# one lock per schema, held for the migrating transaction, so servers starting together
-# take turns (the first creates, the others find it done)
-MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
-SCHEMA_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
-SELECT_SCHEMA_VERSION = "SELECT max(version) FROM schema_version"
-SET_SCHEMA_VERSION = "DELETE FROM schema_version; INSERT INTO schema_version VALUES ({version})"
+from conveyor.engines.postgres.schema import SLOTS as SLOTS
 
 # What deciding a verb needs (see rows.RowState), and what a batch's counts need.
 STATE_COLUMNS = (
@@ -510,3 +371,160 @@ LIST_ACTIVE = f"""
 SELECT {RECORD_COLUMNS} FROM records
 WHERE kind = $1 AND active AND id > $2 ORDER BY id LIMIT $3
 """
+
+# ---- verbs in one statement (fast.py) ----
+# Each runs alone in an implicit transaction: one round trip, its counts included. The
+# counts of the rows a statement moved are upserted in key order after the tasks (as
+# Tx.commit_sql does), and batch counts after those (the statement reads `counted` first).
+
+
+def _counted(rows: str, old: str | None, slot: str) -> str:
+    """A CTE body: the rows of `rows` (with queue, level, status) counted in their status
+    and, unless `old` is None, no longer in status `old`, in counter slot `slot`."""
+    moved = f"SELECT queue, level, status, 1 AS n FROM {rows}"
+    if old is not None:
+        moved += f" UNION ALL SELECT queue, level, {old}, -1 FROM {rows}"
+    return f"""
+    INSERT INTO counts (queue, level, status, slot, n)
+    SELECT queue, level, status, {slot}, sum(n) FROM ({moved}) m
+    GROUP BY queue, level, status HAVING sum(n) <> 0 ORDER BY queue, level, status
+    ON CONFLICT (queue, level, status, slot) DO UPDATE SET n = counts.n + excluded.n
+    RETURNING 1"""
+
+
+_BATCH_COUNTED = """
+    INSERT INTO batch_counts (batch_id, slot, total, completed, failed, not_run)
+    SELECT batch_id, {slot}, {total}, count(*) FILTER (WHERE ended = 1),
+        count(*) FILTER (WHERE ended = 2), count(*) FILTER (WHERE ended = 3)
+    FROM {rows} CROSS JOIN (SELECT count(*) FROM counted) AS after_counts
+    WHERE batch_id IS NOT NULL
+    GROUP BY batch_id ORDER BY batch_id
+    ON CONFLICT (batch_id, slot) DO UPDATE SET total = batch_counts.total + excluded.total,
+        completed = batch_counts.completed + excluded.completed,
+        failed = batch_counts.failed + excluded.failed,
+        not_run = batch_counts.not_run + excluded.not_run"""
+
+# A put of tasks whose ids are new: all inserted, or none when a queue is missing (the
+# caller raises NotFound) or an id exists (a unique violation: the caller takes the
+# general path, which sorts out repeats). $21: the counter slot.
+PUT_NEW = f"""
+WITH locked AS (
+    SELECT name FROM queues WHERE name = ANY($20::text[]) ORDER BY name FOR KEY SHARE
+), inserted AS (
+    INSERT INTO tasks (
+        task_id, queue, level, status, grp, run_at, expires_at, max_attempts, backoff,
+        created_at, fingerprint, endpoint, data, response_mode, callback_url, timeout_s,
+        custom_id, batch_id, metadata
+    )
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::integer[], $4::integer[], $5::text[], $6::float8[],
+        $7::float8[], $8::integer[], $9::bytea[], $10::float8[], $11::text[], $12::text[],
+        $13::bytea[], $14::text[], $15::text[], $16::float8[], $17::text[], $18::text[],
+        $19::bytea[]
+    )
+    WHERE (SELECT count(*) FROM locked) = cardinality($20::text[])
+    RETURNING queue, level, status, batch_id, NULL::integer AS ended
+), counted AS ({_counted("inserted", None, "$21")}
+), batched AS ({_BATCH_COUNTED.format(slot="$21", total="count(*)", rows="inserted")})
+SELECT ARRAY(SELECT name FROM locked)
+"""
+
+# A take whose strategy chooses in list order (strategies.in_list_order): up to $5 queued
+# tasks of each source (its lanes $4[lo:hi], most urgent first), locked, skipping those
+# other takers hold; of those the first $5 in list order are claimed. A paused or unknown
+# queue gives nothing. $6-$9 as CLAIM's $1-$4; $10: the counter slot.
+TAKE_IN_LIST_ORDER = f"""
+WITH candidates AS (
+    SELECT s.i, c.p, c.seq
+    FROM unnest($1::text[], $2::integer[], $3::integer[]) WITH ORDINALITY AS s(queue, lo, hi, i)
+    CROSS JOIN LATERAL (
+        SELECT l.p, t.seq
+        FROM unnest(($4::integer[])[s.lo:s.hi]) WITH ORDINALITY AS l(level, p)
+        CROSS JOIN LATERAL (
+            SELECT seq FROM tasks
+            WHERE status = 0 AND queue = s.queue AND level = l.level
+            ORDER BY seq LIMIT $5
+            FOR UPDATE SKIP LOCKED
+        ) t
+        LIMIT $5
+    ) c
+    WHERE EXISTS (SELECT 1 FROM queues WHERE name = s.queue AND NOT paused)
+), claimed AS (
+    UPDATE tasks SET status = 2, attempts = attempts + 1, started_at = $6,
+        lease_id = replace(gen_random_uuid()::text, '-', ''), worker_id = $7,
+        lease_expires_at = $8, lease_s = $9
+    WHERE seq = ANY(ARRAY(SELECT seq FROM candidates ORDER BY i, p, seq LIMIT $5))
+    RETURNING {TASK_COLUMNS}
+), counted AS ({_counted("claimed", "0", "$10")}
+)
+SELECT * FROM claimed
+"""
+
+# The task held by lease $2 and not asked to cancel, its lease unexpired at $3, moves as
+# the domain decided for such a task ($4-$10 as SETTLE's $2-$8); no row: it is not so
+# held, and the caller takes the general path. $11: the counter slot; $12: the batch
+# counts column it ends in (see Tx.batch_moved), if it ends.
+SETTLE_HELD = f"""
+WITH settled AS (
+    UPDATE tasks SET status = $4, run_at = coalesce($5, run_at), completed_at = $6,
+        result = coalesce($7, result), error = coalesce($8, error),
+        result_code = coalesce($9, result_code),
+        lease_id = NULL, lease_expires_at = NULL, lease_s = NULL,
+        callback_due_at = CASE WHEN callback_url IS NULL THEN NULL ELSE $10::float8 END,
+        callback_attempts = 0
+    WHERE task_id = $1 AND status = 2 AND lease_id = $2 AND NOT cancel_requested
+      AND (lease_expires_at IS NULL OR lease_expires_at > $3)
+    RETURNING {TASK_COLUMNS}, $12::integer AS ended
+), counted AS ({_counted("settled", "2", "$11")}
+), batched AS ({_BATCH_COUNTED.format(slot="$11", total="0", rows="settled")})
+SELECT {TASK_COLUMNS} FROM settled
+"""
+
+# SETTLE_HELD's completion for many tasks (distinct ids), each held by its lease: the
+# rows of those that were so held. The rows are found by id, then by seq
+# (with a join on the ids, the planner would rather read every running task and hash them).
+_COMPLETE_HELD = """
+WITH settled AS (
+    UPDATE tasks t SET status = u.status, completed_at = $6, result = u.result,
+        result_code = u.result_code,
+        lease_id = NULL, lease_expires_at = NULL, lease_s = NULL,
+        callback_due_at = CASE WHEN t.callback_url IS NULL THEN NULL ELSE $6::float8 END,
+        callback_attempts = 0
+    FROM unnest($1::text[], $2::text[], $3::integer[], $4::bytea[], $5::integer[], $7::integer[])
+        AS u(task_id, lease_id, status, result, result_code, ended)
+    WHERE t.seq = ANY(ARRAY(SELECT seq FROM tasks WHERE task_id = ANY($1::text[])))
+      AND t.task_id = u.task_id AND t.status = 2 AND t.lease_id = u.lease_id
+      AND NOT t.cancel_requested AND (t.lease_expires_at IS NULL OR t.lease_expires_at > $6)
+    RETURNING {returning}, u.ended
+), counted AS ({counted}
+), batched AS ({batched})
+SELECT {returning_names} FROM settled
+"""
+
+
+def _complete_held(columns: str) -> str:
+    names = [column.strip() for column in columns.split(",")]
+    return _COMPLETE_HELD.format(
+        returning=", ".join(f"t.{name}" for name in names),
+        returning_names=", ".join(names),
+        counted=_counted("settled", "2", "$8"),
+        batched=_BATCH_COUNTED.format(slot="$8", total="0", rows="settled"),
+    )
+
+
+# for complete_many: the leading TASK_COLUMNS of each task completed (and its batch)
+COMPLETE_HELD_MANY = _complete_held("seq, task_id, queue, level, status, batch_id")
+# for concurrent completes sent together (groups.py): the rows, as SETTLE_HELD's
+COMPLETE_HELD_ROWS = _complete_held(TASK_COLUMNS)
+
+# A heartbeat of the task held by lease $2, not asked to cancel, its lease unexpired at
+# $3: the lease runs to $3 plus $4 (or the take's lease length). No row: the general path.
+EXTEND_HELD = """
+UPDATE tasks SET lease_expires_at = $3 + coalesce($4, lease_s, 0)
+WHERE task_id = $1 AND status = 2 AND lease_id = $2 AND NOT cancel_requested
+  AND (lease_expires_at IS NULL OR lease_expires_at > $3)
+RETURNING lease_expires_at
+"""
+
+# A task's state read without a lock (a fail decides on it; its write re-checks the lease)
+PEEK_STATE = f"SELECT {STATE_COLUMNS} FROM tasks WHERE task_id = $1"

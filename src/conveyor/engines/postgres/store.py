@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from conveyor.engines.postgres import queries as q
+from conveyor.engines.postgres import schema as schema_sql
 from conveyor.errors import EngineUnavailable, InvalidInput
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,53}")
@@ -118,19 +118,21 @@ async def migrate(conn: Any, schema: str) -> None:
     An advisory lock on the schema's name makes servers starting together take turns.
     """
     async with conn.transaction():
-        await conn.execute(q.MIGRATION_LOCK, f"conveyor:{schema}")
+        await conn.execute(schema_sql.MIGRATION_LOCK, f"conveyor:{schema}")
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        await conn.execute(q.SCHEMA_VERSION_TABLE)
-        version = await conn.fetchval(q.SELECT_SCHEMA_VERSION) or 0
-        if version > q.SCHEMA_VERSION:
+        await conn.execute(schema_sql.SCHEMA_VERSION_TABLE)
+        version = await conn.fetchval(schema_sql.SELECT_SCHEMA_VERSION) or 0
+        if version > schema_sql.SCHEMA_VERSION:
             raise EngineUnavailable(
                 f"schema {schema!r} was written by a newer Conveyor (schema version"
                 f" {version}); upgrade Conveyor"
             )
-        for migration in q.MIGRATIONS[version:]:
+        for migration in schema_sql.MIGRATIONS[version:]:
             await conn.execute(migration)
-        if version < q.SCHEMA_VERSION:
-            await conn.execute(q.SET_SCHEMA_VERSION.format(version=q.SCHEMA_VERSION))
+        if version < schema_sql.SCHEMA_VERSION:
+            await conn.execute(
+                schema_sql.SET_SCHEMA_VERSION.format(version=schema_sql.SCHEMA_VERSION)
+            )
 
 
 async def fetch_planned(conn: Any, sql: str, *args: Any) -> list[Any]:
