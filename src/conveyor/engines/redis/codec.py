@@ -11,6 +11,7 @@ Times are stored as Python's repr of the float, so they read back exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -103,6 +104,54 @@ def to_task(queue: str, flat: Sequence[bytes] | dict[bytes, bytes]) -> Task:
         _text(get(b"wi")),
         _float(get(b"le")),
         get(b"cr") == b"1",
+    )
+
+
+# A task as the scripts answer it (scripts.py's ROW): HMGET of these fields, which are the
+# Task's in order (the queue is the caller's), None for an absent one. Positional, so a
+# reply is read without building a dict first.
+ROW = (
+    "id", "s", "lv", "ep", "d", "rm", "cb", "to", "cid", "bid", "g", "md", "at", "ma",
+    "bo", "ra", "ca", "sa", "fa", "ea", "rs", "er", "li", "wi", "le", "cr",
+)  # fmt: skip
+
+
+def row_task(queue: str, row: Sequence[Any]) -> Task:
+    """The Task a reply row (ROW) holds."""
+    (
+        task_id, status, level, endpoint, data, mode, callback_url, timeout_s, custom_id,
+        batch_id, group, metadata, attempts, max_attempts, backoff, run_at, created_at,
+        started_at, completed_at, expires_at, result, error, lease_id, worker_id,
+        lease_expires_at, cancel,
+    ) = row  # fmt: skip
+    return Task(
+        task_id.decode(),
+        queue,
+        int(level),
+        endpoint.decode(),
+        _any(data),
+        STATUSES[status],
+        MODES[mode],
+        None if callback_url is None else callback_url.decode(),
+        None if timeout_s is None else float(timeout_s),
+        None if custom_id is None else custom_id.decode(),
+        None if batch_id is None else batch_id.decode(),
+        group.decode(),
+        None if metadata is None else _any(metadata),
+        int(attempts or 0),
+        int(max_attempts),
+        decode_backoff(backoff),
+        float(run_at),
+        float(created_at),
+        None if started_at is None else float(started_at),
+        None if completed_at is None else float(completed_at),
+        None if expires_at is None else float(expires_at),
+        None if result is None else _result(result),
+        None if error is None else _error(error),
+        None if lease_id is None else lease_id.decode(),
+        None if worker_id is None else worker_id.decode(),
+        None if lease_expires_at is None else float(lease_expires_at),
+        cancel == b"1",
     )
 
 

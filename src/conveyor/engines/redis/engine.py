@@ -56,7 +56,7 @@ from conveyor.engines.engine import (
 from conveyor.engines.notifier import LocalNotifier
 from conveyor.engines.redis import maintenance, take
 from conveyor.engines.redis.client import DEFAULT_MAX_CONNECTIONS, Link
-from conveyor.engines.redis.codec import STATUSES, State, fields, put_args, to_task
+from conveyor.engines.redis.codec import ROW, STATUSES, State, fields, put_args, row_task, to_task
 from conveyor.engines.redis.directory import Directory
 from conveyor.engines.redis.keys import DEFAULT_PREFIX, Keys
 from conveyor.engines.redis.queues import Queues
@@ -322,9 +322,9 @@ class RedisEngine:
         p = self._p
         queue = await p.directory.queue_of(task_id)
         for _ in range(TRIES):
-            flat = await p.link.call("HGETALL", f"{self._keys.queue(queue)}t:{task_id}")
-            if flat:
-                return to_task(queue, flat)
+            row = await p.link.call("HMGET", f"{self._keys.queue(queue)}t:{task_id}", *ROW)
+            if row[0] is not None:
+                return row_task(queue, row)
             queue = await p.settler.relocate(task_id, queue)
         raise NotFound(f"task {task_id} does not exist")
 

@@ -21,11 +21,15 @@ local FINISHED = {succeeded = true, failed = true, cancelled = true, expired = t
 local STATE = {'s', 'lv', 'g', 'bid', 'rc', 'seq', 'ra', 'le', 'fa', 'ea', 'li', 'cr',
                'at', 'ma', 'bo', 'ls', 'cb'}
 local DECIDE = {'s', 'li', 'le', 'cr', 'at', 'ma', 'bo', 'ls'}
+-- a task as its reply row (codec.ROW): the Task's fields in order, nil for none
+local ROW = {'id', 's', 'lv', 'ep', 'd', 'rm', 'cb', 'to', 'cid', 'bid', 'g', 'md', 'at', 'ma',
+             'bo', 'ra', 'ca', 'sa', 'fa', 'ea', 'rs', 'er', 'li', 'wi', 'le', 'cr'}
 local work = false
 local deferred = nil  -- set by a script over many tasks: counts added up, written once
 local grouped = {}  -- lane groups known to be listed in this call
 
 local function tkey(id) return B .. 't:' .. id end
+local function row(id) return redis.call('HMGET', tkey(id), unpack(ROW)) end
 
 local function count(lv, st, d)
   local f = lv .. ':' .. st
@@ -233,47 +237,88 @@ return created
 """
 )
 
-# ARGV: prefix, now, lease_expires_at, lease_s, worker_id, one ('1': only while the queue
-# runs no task), most (how many to claim at most), `most` new lease ids, then the task ids
-# in the order chosen. Claims, in that order, each that is still queued, up to `most`;
-# returns their fields (HGETALL), in order.
+# Leasing queued tasks, shared by CLAIM and TAKE. ARGV: prefix, now, lease_expires_at,
+# lease_s, worker_id, one ('1': only while the queue runs no task), most (how many to lease
+# at most), `most` lease ids concatenated (ids.new_lease_ids), then the script's own
+# arguments from ARGV[9].
+_LEASE = r"""
+local LEASE_ID = 32  -- domain/ids.py LEASE_ID_LENGTH
+local function open_for_take()
+  if redis.call('HGET', B .. 'meta', 'paused') ~= '0' then return false end
+  return not (ARGV[6] == '1' and redis.call('ZCARD', B .. 'lease') > 0)
+end
+
+-- Lease the queued task `id` with the n-th lease id; its reply row.
+local function lease(id, n)
+  local t = load(id)
+  leave(t)
+  local at = tonumber(t.at or '0') + 1
+  local li = string.sub(ARGV[8], (n - 1) * LEASE_ID + 1, n * LEASE_ID)
+  redis.call('HSET', tkey(id), 's', 'running', 'at', at, 'sa', ARGV[2], 'li', li,
+             'wi', ARGV[5], 'le', ARGV[3], 'ls', ARGV[4])
+  t.s = 'running'
+  t.le = ARGV[3]
+  enter(t)
+  return row(id)
+end
+"""
+
+# ARGV: as _LEASE, then the task ids in the order chosen. Leases, in that order, each that
+# is still queued, up to `most`; returns their rows, in order.
 CLAIM = (
     _LIB
+    + _LEASE
     + r"""
-if redis.call('HGET', B .. 'meta', 'paused') ~= '0' then return {} end
-if ARGV[6] == '1' and redis.call('ZCARD', B .. 'lease') > 0 then return {} end
+if not open_for_take() then return {} end
 local most = tonumber(ARGV[7])
 local out = {}
-for i = 8 + most, #ARGV do
+deferred = {}
+for i = 9, #ARGV do
   local id = ARGV[i]
   -- most candidates passed over were taken by another server: look at the status first
-  local t = redis.call('HGET', tkey(id), 's') == 'queued' and load(id)
-  if t then
-    leave(t)
-    local k = tkey(id)
-    redis.call('HINCRBY', k, 'at', 1)
-    redis.call('HSET', k, 's', 'running', 'sa', ARGV[2], 'li', ARGV[8 + #out], 'wi', ARGV[5],
-               'le', ARGV[3], 'ls', ARGV[4])
-    t.s = 'running'
-    t.le = ARGV[3]
-    enter(t)
-    out[#out + 1] = redis.call('HGETALL', k)
+  if redis.call('HGET', tkey(id), 's') == 'queued' then
+    out[#out + 1] = lease(id, #out + 1)
     if #out >= most then break end
   end
 end
+write_counts()
+return out
+"""
+)
+
+# ARGV: as _LEASE, then levels, most urgent first. The take of the strategies that choose
+# the oldest queued tasks of one queue's lanes in a fixed lane order (fifo, active_passive
+# and round_robin over one source, active_passive and sequential over one queue): leases up
+# to `most` of them, lane by lane, oldest first; returns their rows, in order.
+TAKE = (
+    _LIB
+    + _LEASE
+    + r"""
+if not open_for_take() then return {} end
+local most = tonumber(ARGV[7])
+local out = {}
+deferred = {}
+for i = 9, #ARGV do
+  local need = most - #out
+  if need <= 0 then break end
+  for _, id in ipairs(redis.call('ZRANGE', B .. 'r:' .. ARGV[i], 0, need - 1)) do
+    out[#out + 1] = lease(id, #out + 1)
+  end
+end
+write_counts()
 return out
 """
 )
 
 SETTLE_FIELDS = 15
 
-# ARGV: prefix, mode ('full': answer each task's fields, else its status), then per item
+# ARGV: prefix, mode ('full': answer each task's row, else its status), then per item
 # (SETTLE_FIELDS): id, action (settle | requeue | extend | mark), the state the decision was
 # made on (status, lease id, cancel flag, attempts, lease expiry: '*' for any; unexpired at:
 # '' for no check), the outcome (status, run_at, completed_at, result, result code, error:
 # '' for none), and for extend the new expiry ('' for the unexpired-at time + the lease's
 # own length).
-# Per item: {'ok', fields or status}, {'moved', the state now (DECIDE)} or {'missing'}.
+# Per item: {'ok', row or status}, {'moved', the state now (DECIDE)} or {'missing'}.
 SETTLE = (
     _LIB
     + r"""
@@ -307,7 +352,7 @@ for i = 3, #ARGV, 15 do
                  rc = ARGV[i + 12], er = ARGV[i + 13]})
     end
     if full then
-      out[#out + 1] = {'ok', redis.call('HGETALL', k)}
+      out[#out + 1] = {'ok', row(id)}
     else
       out[#out + 1] = {'ok', t.s}
     end
@@ -658,6 +703,7 @@ return out
 ALL = {
     "put": PUT,
     "claim": CLAIM,
+    "take": TAKE,
     "settle": SETTLE,
     "sweep": SWEEP,
     "snapshot": SNAPSHOT,

@@ -20,7 +20,15 @@ from conveyor.domain.tasks import Task, TaskError, TaskResult
 from conveyor.engines.engine import Completion, Heartbeat, Settled
 from conveyor.engines.notifier import LocalNotifier
 from conveyor.engines.redis.client import Arg, Link
-from conveyor.engines.redis.codec import STATUSES, Presumed, State, Unknown, outcome_args, to_task
+from conveyor.engines.redis.codec import (
+    ROW,
+    STATUSES,
+    Presumed,
+    State,
+    Unknown,
+    outcome_args,
+    row_task,
+)
 from conveyor.engines.redis.directory import Directory
 from conveyor.engines.redis.keys import Keys
 from conveyor.errors import Conflict, ConveyorError, LeaseLost, NotFound
@@ -102,7 +110,8 @@ class Settler:
         *,
         full: bool = True,
     ) -> tuple[str, Step, Any]:
-        """Decide and write one task's step; (queue, step, the script's answer)."""
+        """Decide and write one task's step; (queue, step, the script's answer: with `full`
+        the task's row, else its status or lease expiry)."""
         queue = await self._dir.queue_of(task_id)
         state: Presumed | State | None = presumed
         for _ in range(TRIES):
@@ -114,8 +123,8 @@ class Settler:
                 state = None
                 continue
             if step.action == "none":
-                flat = await self._link.call("HGETALL", f"{self._keys.queue(queue)}t:{task_id}")
-                return queue, step, flat
+                row = await self._link.call("HMGET", f"{self._keys.queue(queue)}t:{task_id}", *ROW)
+                return queue, step, row
             reply = await self._link.run(
                 "settle",
                 self._keys.queue(queue),
@@ -174,8 +183,8 @@ class Settler:
         def decide(state: lifecycle.TaskState) -> Step:
             return Step("settle", lifecycle.completed(state, lease_id, result, now))
 
-        queue, _, flat = await self.one(task_id, decide, self._presume(task_id, lease_id, now))
-        return to_task(queue, flat)
+        queue, _, row = await self.one(task_id, decide, self._presume(task_id, lease_id, now))
+        return row_task(queue, row)
 
     def _presume(self, task_id: str, lease_id: str, now: float) -> Presumed:
         """What a lease holder's word presumes: running, its lease current, no cancel."""
@@ -271,8 +280,8 @@ class Settler:
             )
             return Step("settle", outcome)
 
-        queue, _, flat = await self.one(task_id, decide)
-        return to_task(queue, flat)
+        queue, _, row = await self.one(task_id, decide)
+        return row_task(queue, row)
 
     async def heartbeat(self, task_id: str, lease_id: str, extend_s: float | None) -> Heartbeat:
         now = self._clock()
@@ -305,8 +314,8 @@ class Settler:
                 return Step("settle", lifecycle.Outcome(TaskStatus.CANCELLED, completed_at=now))
             return Step("none")
 
-        queue, _, flat = await self.one(task_id, decide)
-        return to_task(queue, flat)
+        queue, _, row = await self.one(task_id, decide)
+        return row_task(queue, row)
 
     async def requeue(self, task_id: str) -> Task:
         now = self._clock()
@@ -314,8 +323,8 @@ class Settler:
         def decide(state: lifecycle.TaskState) -> Step:
             return Step("requeue", lifecycle.requeued(state, now))
 
-        queue, _, flat = await self.one(task_id, decide, Presumed(task_id, TaskStatus.FAILED))
-        return to_task(queue, flat)
+        queue, _, row = await self.one(task_id, decide, Presumed(task_id, TaskStatus.FAILED))
+        return row_task(queue, row)
 
 
 _DECIDE = ("s", "li", "le", "cr", "at", "ma", "bo", "ls")
