@@ -26,12 +26,13 @@ _result = msgspec.json.Decoder(TaskResult).decode
 _error = msgspec.json.Decoder(TaskError).decode
 _backoff = msgspec.json.Decoder(Backoff).decode
 encode = msgspec.json.Encoder().encode
+_pack = msgspec.msgpack.Encoder().encode  # only text and integers: Lua's cmsgpack reads no bin
 
 STATUSES = {status.value.encode(): status for status in TaskStatus}
 MODES = {mode.value.encode(): mode for mode in ResponseMode}
 
 _backoffs: dict[bytes, Backoff] = {}
-_encoded_backoffs: dict[Backoff, bytes] = {}
+_encoded_backoffs: dict[Backoff, str] = {}
 
 
 def decode_backoff(raw: bytes) -> Backoff:
@@ -44,12 +45,13 @@ def decode_backoff(raw: bytes) -> Backoff:
     return backoff
 
 
-def encode_backoff(backoff: Backoff) -> bytes:
+def encode_backoff(backoff: Backoff) -> str:
+    """A backoff as stored (JSON); most tasks share their queue's, so encoded ones are kept."""
     raw = _encoded_backoffs.get(backoff)
     if raw is None:
         if len(_encoded_backoffs) > 1_000:
             _encoded_backoffs.clear()
-        raw = _encoded_backoffs[backoff] = encode(backoff)
+        raw = _encoded_backoffs[backoff] = encode(backoff).decode()
     return raw
 
 
@@ -160,30 +162,39 @@ def _optional_text(value: str | None) -> str:
     return "" if value is None else "v" + value
 
 
+def _time(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
 def put_args(tasks: Sequence[NewTask]) -> list[Arg]:
-    """The PUT script's arguments for `tasks` (scripts.PUT_FIELDS each)."""
-    args: list[Arg] = []
+    """The PUT script's arguments for `tasks`, after the prefix: their small fields packed
+    in one MessagePack array (one argument, not sixteen per task), then each one's data and
+    metadata JSON."""
+    rows = []
+    args: list[Arg] = [b""]
     for t in tasks:
-        args += (
-            t.task_id,
-            t.level,
-            t.status.value,
-            t.endpoint,
-            t.data_json,
-            t.response_mode.value,
-            _optional_text(t.callback_url),
-            "" if t.timeout_s is None else t.timeout_s,
-            _optional_text(t.custom_id),
-            _optional_text(t.batch_id),
-            t.group,
-            t.metadata_json or "",
-            t.max_attempts,
-            encode_backoff(t.backoff),
-            t.run_at,
-            t.created_at,
-            "" if t.expires_at is None else t.expires_at,
-            t.fingerprint,
+        rows.append(
+            (
+                t.task_id,
+                t.level,
+                t.status.value,
+                t.endpoint,
+                t.response_mode.value,
+                _optional_text(t.callback_url),
+                _time(t.timeout_s),
+                _optional_text(t.custom_id),
+                _optional_text(t.batch_id),
+                t.group,
+                t.max_attempts,
+                encode_backoff(t.backoff),
+                repr(t.run_at),
+                repr(t.created_at),
+                _time(t.expires_at),
+                t.fingerprint,
+            )
         )
+        args += (t.data_json, t.metadata_json or b"")
+    args[0] = _pack(rows)
     return args
 
 

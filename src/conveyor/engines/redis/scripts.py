@@ -173,29 +173,28 @@ local function flush()
 end
 """
 
-PUT_FIELDS = 18
-
-# ARGV: prefix, then per task (PUT_FIELDS): id lv s ep d rm cb to cid bid g md ma bo ra ca
-# ea fp; optional text is '' for None, else 'v' + text. Returns 1/0 per task (created).
+# ARGV: prefix, the tasks' small fields (a MessagePack array, codec.put_args: per task id lv
+# s ep rm cb to cid bid g ma bo ra ca ea fp, text or integers; optional text is '' for None,
+# else 'v' + text), then per task its data JSON and metadata JSON ('' for none), which go
+# apart as they are bytes of any size. Returns 1/0 per task (created).
 PUT = (
     _LIB
     + r"""
 if not redis.call('HGET', B .. 'meta', 'paused') then return redis.error_reply('NOQUEUE') end
-local F = 18
-local n = (#ARGV - 1) / F
+local rows = cmsgpack.unpack(ARGV[2])
+local n = #rows
 local seen = {}
 local created = {}
-for i = 0, n - 1 do
-  local o = 1 + i * F
-  local id, fp = ARGV[o + 1], ARGV[o + 18]
+for i = 1, n do
+  local id, fp = rows[i][1], rows[i][16]
   local known = seen[id]
   if known == nil then known = redis.call('HGET', tkey(id), 'fp') end
   if known then
     if known ~= fp then return redis.error_reply('CONFLICT ' .. id) end
-    created[i + 1] = 0
+    created[i] = 0
   else
     seen[id] = fp
-    created[i + 1] = 1
+    created[i] = 1
   end
 end
 deferred = {}
@@ -204,26 +203,23 @@ local seq = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local last = tonumber(redis.call('HGET', B .. 'meta', 'seq') or '0')
 if seq <= last then seq = last + 1 end
 local stored = false
-for i = 0, n - 1 do
-  if created[i + 1] == 1 then
-    local o = 1 + i * F
-    local id = ARGV[o + 1]
-    local t = {id = id, lv = ARGV[o + 2], s = ARGV[o + 3], g = ARGV[o + 11], seq = seq,
-               ra = ARGV[o + 15]}
-    local f = {'id', id, 's', t.s, 'lv', t.lv, 'seq', seq, 'ep', ARGV[o + 4], 'd', ARGV[o + 5],
-               'rm', ARGV[o + 6], 'g', t.g, 'at', '0', 'ma', ARGV[o + 13], 'bo', ARGV[o + 14],
-               'ra', t.ra, 'ca', ARGV[o + 16], 'cr', '0', 'cba', '0', 'fp', ARGV[o + 18]}
-    if ARGV[o + 7] ~= '' then
-      t.cb = string.sub(ARGV[o + 7], 2); f[#f + 1] = 'cb'; f[#f + 1] = t.cb
-    end
-    if ARGV[o + 8] ~= '' then f[#f + 1] = 'to'; f[#f + 1] = ARGV[o + 8] end
-    if ARGV[o + 9] ~= '' then f[#f + 1] = 'cid'; f[#f + 1] = string.sub(ARGV[o + 9], 2) end
-    if ARGV[o + 10] ~= '' then
-      t.bid = string.sub(ARGV[o + 10], 2); f[#f + 1] = 'bid'; f[#f + 1] = t.bid
+for i = 1, n do
+  if created[i] == 1 then
+    local r = rows[i]
+    local id, md = r[1], ARGV[2 + 2 * i]
+    local t = {id = id, lv = tostring(r[2]), s = r[3], g = r[10], seq = seq, ra = r[13]}
+    local f = {'id', id, 's', t.s, 'lv', t.lv, 'seq', seq, 'ep', r[4], 'd', ARGV[1 + 2 * i],
+               'rm', r[5], 'g', t.g, 'at', '0', 'ma', r[11], 'bo', r[12], 'ra', t.ra,
+               'ca', r[14], 'cr', '0', 'cba', '0', 'fp', r[16]}
+    if r[6] ~= '' then t.cb = string.sub(r[6], 2); f[#f + 1] = 'cb'; f[#f + 1] = t.cb end
+    if r[7] ~= '' then f[#f + 1] = 'to'; f[#f + 1] = r[7] end
+    if r[8] ~= '' then f[#f + 1] = 'cid'; f[#f + 1] = string.sub(r[8], 2) end
+    if r[9] ~= '' then
+      t.bid = string.sub(r[9], 2); f[#f + 1] = 'bid'; f[#f + 1] = t.bid
       redis.call('ZADD', B .. 'b:' .. t.bid, seq, id)
     end
-    if ARGV[o + 12] ~= '' then f[#f + 1] = 'md'; f[#f + 1] = ARGV[o + 12] end
-    if ARGV[o + 17] ~= '' then t.ea = ARGV[o + 17]; f[#f + 1] = 'ea'; f[#f + 1] = t.ea end
+    if md ~= '' then f[#f + 1] = 'md'; f[#f + 1] = md end
+    if r[15] ~= '' then t.ea = r[15]; f[#f + 1] = 'ea'; f[#f + 1] = t.ea end
     redis.call('HSET', tkey(id), unpack(f))
     enter(t)
     seq = seq + 1
