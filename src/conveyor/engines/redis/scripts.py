@@ -286,19 +286,73 @@ return out
 # the oldest queued tasks of one queue's lanes in a fixed lane order (fifo, active_passive
 # and round_robin over one source, active_passive and sequential over one queue): leases up
 # to `most` of them, lane by lane, oldest first; returns their rows, in order.
+# What leave() and enter() do for queued -> running, done for all the tasks at once: each
+# lane's tasks leave it in one ZPOPMIN (and their groups' lanes in one ZREM per group), and
+# enter the running listing and the lease index in one ZADD each. A task's deadline and its
+# batch's unfinished set stay as they were (enter would write the same scores again).
 TAKE = (
     _LIB
     + _LEASE
     + r"""
 if not open_for_take() then return {} end
 local most = tonumber(ARGV[7])
+local now, le, ls, wi = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local FIELDS = {unpack(ROW)}
+FIELDS[#FIELDS + 1] = 'rc'
 local out = {}
+local running, leased = {}, {}
+local batches = {}  -- batch id -> {status:code field -> tasks leaving it}
 deferred = {}
 for i = 9, #ARGV do
   local need = most - #out
   if need <= 0 then break end
-  for _, id in ipairs(redis.call('ZRANGE', B .. 'r:' .. ARGV[i], 0, need - 1)) do
-    out[#out + 1] = lease(id, #out + 1)
+  local lv = ARGV[i]
+  local popped = redis.call('ZPOPMIN', B .. 'r:' .. lv, need)
+  local groups = {}  -- group -> its tasks taken
+  for j = 1, #popped, 2 do
+    local id, seq = popped[j], popped[j + 1]
+    local k = tkey(id)
+    local v = redis.call('HMGET', k, unpack(FIELDS))
+    local rc = v[#FIELDS]
+    v[#FIELDS] = nil
+    local ids = groups[v[11]]
+    if not ids then ids = {}; groups[v[11]] = ids end
+    ids[#ids + 1] = id
+    local at = tostring(tonumber(v[13] or '0') + 1)
+    local li = string.sub(ARGV[8], #out * LEASE_ID + 1, (#out + 1) * LEASE_ID)
+    redis.call('HSET', k, 's', 'running', 'at', at, 'sa', now, 'li', li, 'wi', wi, 'le', le,
+               'ls', ls)
+    running[#running + 1] = seq; running[#running + 1] = id
+    leased[#leased + 1] = le; leased[#leased + 1] = id
+    if v[10] then
+      local moved = batches[v[10]] or {}
+      batches[v[10]] = moved
+      local f = 'queued:' .. (rc or '')
+      moved[f] = (moved[f] or 0) + 1
+    end
+    v[2], v[13], v[18], v[23], v[24], v[25] = 'running', at, now, li, wi, le
+    out[#out + 1] = v
+  end
+  local n = #popped / 2
+  if n > 0 then
+    count(lv, 'queued', -n)
+    count(lv, 'running', n)
+  end
+  for g, ids in pairs(groups) do
+    local gk = B .. 'rg:' .. lv .. ':' .. g
+    redis.call('ZREM', gk, unpack(ids))
+    if redis.call('EXISTS', gk) == 0 then redis.call('ZREM', B .. 'g:' .. lv, g) end
+  end
+end
+if #running > 0 then
+  redis.call('ZADD', B .. 's:running', unpack(running))
+  redis.call('ZADD', B .. 'lease', unpack(leased))
+end
+for bid, moved in pairs(batches) do
+  local k = B .. 'bn:' .. bid
+  for f, n in pairs(moved) do
+    if redis.call('HINCRBY', k, f, -n) == 0 then redis.call('HDEL', k, f) end
+    redis.call('HINCRBY', k, 'running:' .. string.sub(f, 8), n)
   end
 end
 write_counts()
@@ -320,6 +374,7 @@ SETTLE = (
     + r"""
 local full = ARGV[2] == 'full'
 local out = {}
+deferred = {}
 for i = 3, #ARGV, 15 do
   local id, act = ARGV[i], ARGV[i + 1]
   local t = load(id)
@@ -354,6 +409,7 @@ for i = 3, #ARGV, 15 do
     end
   end
 end
+write_counts()
 flush()
 return out
 """
