@@ -27,6 +27,10 @@ local ROW = {'id', 's', 'lv', 'ep', 'd', 'rm', 'cb', 'to', 'cid', 'bid', 'g', 'm
 local work = false
 local deferred = nil  -- set by a script over many tasks: counts added up, written once
 local grouped = {}  -- lane groups known to be listed in this call
+-- set by SETTLE: writes to the indexes no later command of the call reads (the listings,
+-- sched, lease, dead, fin, a batch's unfinished set), gathered per key and written at the
+-- end; a call moves each task at most once, so no member is added, then removed, in one key
+local indexing = nil
 
 local function tkey(id) return B .. 't:' .. id end
 local function row(id) return redis.call('HMGET', tkey(id), unpack(ROW)) end
@@ -49,6 +53,41 @@ local function write_counts()
   deferred = nil
 end
 
+local function zrem(k, id)
+  if not indexing then
+    redis.call('ZREM', k, id)
+    return
+  end
+  local e = indexing[k]
+  if not e then e = {rem = {}, add = {}}; indexing[k] = e end
+  e.rem[#e.rem + 1] = id
+end
+
+local function zadd(k, score, id)
+  if not indexing then
+    redis.call('ZADD', k, score, id)
+    return
+  end
+  local e = indexing[k]
+  if not e then e = {rem = {}, add = {}}; indexing[k] = e end
+  e.add[#e.add + 1] = score
+  e.add[#e.add + 1] = id
+end
+
+local function chunked(command, k, args, step)
+  for i = 1, #args, step do
+    redis.call(command, k, unpack(args, i, math.min(i + step - 1, #args)))
+  end
+end
+
+local function write_indexes()
+  for k, e in pairs(indexing) do
+    chunked('ZREM', k, e.rem, 1000)  -- removals first: a member moved within the key stays
+    chunked('ZADD', k, e.add, 2000)
+  end
+  indexing = nil
+end
+
 local function bcount(t, d)
   local k = B .. 'bn:' .. t.bid
   local f = t.s .. ':' .. (t.rc or '')
@@ -67,7 +106,7 @@ end
 
 local function leave(t)
   local id, st = t.id, t.s
-  if st ~= 'queued' then redis.call('ZREM', B .. 's:' .. st, id) end
+  if st ~= 'queued' then zrem(B .. 's:' .. st, id) end
   if st == 'queued' then
     redis.call('ZREM', B .. 'r:' .. t.lv, id)
     local gk = B .. 'rg:' .. t.lv .. ':' .. t.g
@@ -77,23 +116,23 @@ local function leave(t)
       grouped[t.lv .. ':' .. t.g] = nil
     end
   elseif st == 'scheduled' then
-    redis.call('ZREM', B .. 'sched', id)
+    zrem(B .. 'sched', id)
   elseif st == 'running' then
-    redis.call('ZREM', B .. 'lease', id)
+    zrem(B .. 'lease', id)
   elseif FINISHED[st] then
-    redis.call('ZREM', B .. 'fin', id)
+    zrem(B .. 'fin', id)
   end
   count(t.lv, st, -1)
   if t.bid then
     bcount(t, -1)
-    if not FINISHED[st] then redis.call('ZREM', B .. 'ba:' .. t.bid, id) end
+    if not FINISHED[st] then zrem(B .. 'ba:' .. t.bid, id) end
   end
 end
 
 local function enter(t)
   local id, st = t.id, t.s
   -- the listing order of queued tasks is their lanes' (r:LEVEL), which are scored by seq too
-  if st ~= 'queued' then redis.call('ZADD', B .. 's:' .. st, t.seq, id) end
+  if st ~= 'queued' then zadd(B .. 's:' .. st, t.seq, id) end
   if st == 'queued' then
     redis.call('ZADD', B .. 'r:' .. t.lv, t.seq, id)
     redis.call('ZADD', B .. 'rg:' .. t.lv .. ':' .. t.g, t.seq, id)
@@ -104,20 +143,20 @@ local function enter(t)
     end
     work = true
   elseif st == 'scheduled' then
-    redis.call('ZADD', B .. 'sched', t.ra, id)
+    zadd(B .. 'sched', t.ra, id)
   elseif st == 'running' then
-    redis.call('ZADD', B .. 'lease', t.le, id)
+    zadd(B .. 'lease', t.le, id)
   end
   if FINISHED[st] then
-    redis.call('ZADD', B .. 'fin', t.fa, id)
-    if t.ea then redis.call('ZREM', B .. 'dead', id) end
+    zadd(B .. 'fin', t.fa, id)
+    if t.ea then zrem(B .. 'dead', id) end
   elseif t.ea then
-    redis.call('ZADD', B .. 'dead', t.ea, id)
+    zadd(B .. 'dead', t.ea, id)
   end
   count(t.lv, st, 1)
   if t.bid then
     bcount(t, 1)
-    if not FINISHED[st] then redis.call('ZADD', B .. 'ba:' .. t.bid, t.seq, id) end
+    if not FINISHED[st] then zadd(B .. 'ba:' .. t.bid, t.seq, id) end
   end
 end
 
@@ -375,6 +414,7 @@ SETTLE = (
 local full = ARGV[2] == 'full'
 local out = {}
 deferred = {}
+indexing = {}
 for i = 3, #ARGV, 15 do
   local id, act = ARGV[i], ARGV[i + 1]
   local t = load(id)
@@ -410,6 +450,7 @@ for i = 3, #ARGV, 15 do
   end
 end
 write_counts()
+write_indexes()
 flush()
 return out
 """
