@@ -3,8 +3,10 @@
 How the rules stay in one place. Every atomic operation is one Lua script (scripts.py) run
 by EVALSHA, but no script decides what a verb does to a task: that is
 `conveyor.domain.lifecycle` (and the strategies, and `batch_lines.outcome`), in Python.
-- Take: the strategies run in Python over a snapshot of the lanes (take.py); CLAIM only
-  leases the chosen tasks that are still queued.
+- Take: where a strategy's choice is plain (one queue, the oldest tasks of its lanes in a
+  fixed order: fifo, active_passive, sequential, round_robin over one source), TAKE leases
+  them in one script; otherwise the strategies run in Python over a snapshot of the lanes
+  and CLAIM only leases the chosen tasks that are still queued (take.py).
 - Complete, fail, heartbeat, cancel, requeue, cancel_batch and the lease-expiry sweep: the
   state is read (or presumed from the request, e.g. "my lease is current"), the lifecycle
   decides, and SETTLE writes the outcome only if the task still stands exactly where it was
