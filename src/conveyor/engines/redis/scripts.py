@@ -18,8 +18,9 @@ _LIB = r"""
 local B = KEYS[1]
 local P = ARGV[1]
 local FINISHED = {succeeded = true, failed = true, cancelled = true, expired = true}
-local STATE = {'s', 'lv', 'g', 'bid', 'rc', 'seq', 'ra', 'le', 'fa', 'ea', 'li', 'cr',
-               'at', 'ma', 'bo', 'ls', 'cb'}
+-- what the scripts read of a task to move it (DECIDE is what Python decides on)
+local STATE = {'s', 'lv', 'g', 'bid', 'rc', 'seq', 'ra', 'le', 'fa', 'ea', 'li', 'cr', 'at',
+               'ls', 'cb'}
 local DECIDE = {'s', 'li', 'le', 'cr', 'at', 'ma', 'bo', 'ls'}
 -- a task as its reply row (codec.ROW): the Task's fields in order, nil for none
 local ROW = {'id', 's', 'lv', 'ep', 'd', 'rm', 'cb', 'to', 'cid', 'bid', 'g', 'md', 'at', 'ma',
