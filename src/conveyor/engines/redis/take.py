@@ -7,14 +7,14 @@ after lane in a fixed order (sequential: one, and none while the queue runs a ta
 does exactly that in one round trip, as the strategies (conveyor.domain.strategies) would
 over the same state; tests/conformance holds both paths to the same answers.
 
-Otherwise the strategies (conveyor.domain.strategies) read a `LaneSource` synchronously, so a take
-first reads what they may ask into a `Snapshot` (one SNAPSHOT script per queue, in one round
-trip): each listed lane's queued count and oldest `size` tasks, and each queue's running
-count. `select` runs over the snapshot. What the snapshot could not answer exactly (the fair
-strategy's groups, which depend on where its rotation stands) is recorded as a miss, read,
-and `select` runs again from the same rotation. Then CLAIM leases the chosen tasks, each only
-if it is still queued (another server may have taken it meanwhile); a take that got fewer
-than it chose tries again for the rest.
+Otherwise the strategies read a `LaneSource` synchronously, so a take first reads what they
+may ask into a `Snapshot` (one SNAPSHOT script per queue, in one round trip): each listed
+lane's queued count and oldest `size` tasks, and each queue's running count. `select` runs
+over the snapshot. What the snapshot could not answer exactly (the fair strategy's groups,
+which depend on where its rotation stands) is recorded as a miss, read, and `select` runs
+again from the same rotation. Then CLAIM leases the chosen tasks, each only if it is still
+queued (another server may have taken it meanwhile); a take that got fewer than it chose
+tries again for the rest.
 """
 
 from __future__ import annotations
