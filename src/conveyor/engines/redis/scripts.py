@@ -13,28 +13,25 @@ task is still in the state a decision was made on, and write the outcome they ar
 
 from __future__ import annotations
 
-# Helpers shared by the queue scripts: the indexes a task is in follow from its status.
-_LIB = r"""
+# Helpers shared by the queue scripts, in parts, so that each script defines only what it
+# uses (every call runs its script's definitions again). The indexes a task is in follow
+# from its status (leave, enter).
+_CORE = r"""
 local B = KEYS[1]
 local P = ARGV[1]
 local FINISHED = {succeeded = true, failed = true, cancelled = true, expired = true}
--- what the scripts read of a task to move it (DECIDE is what Python decides on)
-local STATE = {'s', 'lv', 'g', 'bid', 'rc', 'seq', 'ra', 'le', 'fa', 'ea', 'li', 'cr', 'at',
-               'ls', 'cb'}
-local DECIDE = {'s', 'li', 'le', 'cr', 'at', 'ma', 'bo', 'ls'}
--- a task as its reply row (codec.ROW): the Task's fields in order, nil for none
-local ROW = {'id', 's', 'lv', 'ep', 'd', 'rm', 'cb', 'to', 'cid', 'bid', 'g', 'md', 'at', 'ma',
-             'bo', 'ra', 'ca', 'sa', 'fa', 'ea', 'rs', 'er', 'li', 'wi', 'le', 'cr'}
 local work = false
-local deferred = nil  -- set by a script over many tasks: counts added up, written once
-local grouped = {}  -- lane groups known to be listed in this call
--- set by SETTLE: writes to the indexes no later command of the call reads (the listings,
--- sched, lease, dead, fin, a batch's unfinished set), gathered per key and written at the
--- end; a call moves each task at most once, so no member is added, then removed, in one key
-local indexing = nil
-
 local function tkey(id) return B .. 't:' .. id end
-local function row(id) return redis.call('HMGET', tkey(id), unpack(ROW)) end
+
+local function flush()
+  if work then
+    redis.call('PUBLISH', P .. ':w:' .. string.match(B, '{q:([^}]*)}'), '')
+  end
+end
+"""
+
+_COUNTS = r"""
+local deferred = nil  -- set by a script over many tasks: counts added up, written once
 
 local function count(lv, st, d)
   local f = lv .. ':' .. st
@@ -53,6 +50,16 @@ local function write_counts()
   end
   deferred = nil
 end
+
+"""
+
+_INDEXES = r"""
+local grouped = {}  -- lane groups known to be listed in this call
+-- set by SETTLE: writes to the indexes no later command of the call reads (the listings,
+-- sched, lease, dead, fin, a batch's unfinished set), gathered per key and written at the
+-- end; a call moves each task at most once, so no member is added, then removed, in one key
+local indexing = nil
+
 
 local function zrem(k, id)
   if not indexing then
@@ -93,16 +100,6 @@ local function bcount(t, d)
   local k = B .. 'bn:' .. t.bid
   local f = t.s .. ':' .. (t.rc or '')
   if redis.call('HINCRBY', k, f, d) == 0 then redis.call('HDEL', k, f) end
-end
-
-local function load(id)
-  local v = redis.call('HMGET', tkey(id), unpack(STATE))
-  if not v[1] then return nil end
-  local t = {id = id}
-  for i = 1, #STATE do
-    if v[i] then t[STATE[i]] = v[i] end
-  end
-  return t
 end
 
 local function leave(t)
@@ -161,6 +158,34 @@ local function enter(t)
   end
 end
 
+"""
+
+_STATE = r"""
+-- what the scripts read of a task to move it (DECIDE is what Python decides on)
+local STATE = {'s', 'lv', 'g', 'bid', 'rc', 'seq', 'ra', 'le', 'fa', 'ea', 'li', 'cr', 'at',
+               'ls', 'cb'}
+local DECIDE = {'s', 'li', 'le', 'cr', 'at', 'ma', 'bo', 'ls'}
+
+local function load(id)
+  local v = redis.call('HMGET', tkey(id), unpack(STATE))
+  if not v[1] then return nil end
+  local t = {id = id}
+  for i = 1, #STATE do
+    if v[i] then t[STATE[i]] = v[i] end
+  end
+  return t
+end
+
+"""
+
+_ROW = r"""
+-- a task as its reply row (codec.ROW): the Task's fields in order, nil for none
+local ROW = {'id', 's', 'lv', 'ep', 'd', 'rm', 'cb', 'to', 'cid', 'bid', 'g', 'md', 'at', 'ma',
+             'bo', 'ra', 'ca', 'sa', 'fa', 'ea', 'rs', 'er', 'li', 'wi', 'le', 'cr'}
+local function row(id) return redis.call('HMGET', tkey(id), unpack(ROW)) end
+"""
+
+_SETTLE = r"""
 -- Write an outcome {s, ra, fa, rs, rc, er} ('' for none): the lease ends, the task moves.
 local function settle(t, o)
   leave(t)
@@ -206,21 +231,21 @@ local function matches(t, es, el, ec, ea, ele, now)
   return true
 end
 
-local function flush()
-  if work then
-    redis.call('PUBLISH', P .. ':w:' .. string.match(B, '{q:([^}]*)}'), '')
-  end
-end
 """
+
+_LIB = _CORE + _COUNTS + _INDEXES + _STATE + _ROW + _SETTLE
 
 # ARGV: prefix, the tasks' small fields (a MessagePack array, codec.put_args: per task id lv
 # s ep rm cb to cid bid g ma bo ra ca ea fp, text or integers; optional text is '' for None,
 # else 'v' + text), then per task its data JSON and metadata JSON ('' for none), which go
 # apart as they are bytes of any size. Returns 1/0 per task (created).
 PUT = (
-    _LIB
+    _CORE
+    + _COUNTS
+    + _INDEXES
     + r"""
-if not redis.call('HGET', B .. 'meta', 'paused') then return redis.error_reply('NOQUEUE') end
+local meta = redis.call('HMGET', B .. 'meta', 'paused', 'seq')
+if not meta[1] then return redis.error_reply('NOQUEUE') end
 local rows = cmsgpack.unpack(ARGV[2])
 local n = #rows
 local seen = {}
@@ -240,7 +265,7 @@ end
 deferred = {}
 local time = redis.call('TIME')
 local seq = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local last = tonumber(redis.call('HGET', B .. 'meta', 'seq') or '0')
+local last = tonumber(meta[2] or '0')
 if seq <= last then seq = last + 1 end
 local stored = false
 for i = 1, n do
@@ -273,17 +298,20 @@ return created
 """
 )
 
-# Leasing queued tasks, shared by CLAIM and TAKE. ARGV: prefix, now, lease_expires_at,
+# Leasing queued tasks: _OPEN for CLAIM and TAKE, _LEASE (one task) for CLAIM; TAKE moves
+# whole lanes at once. ARGV: prefix, now, lease_expires_at,
 # lease_s, worker_id, one ('1': only while the queue runs no task), most (how many to lease
 # at most), `most` lease ids concatenated (ids.new_lease_ids), then the script's own
 # arguments from ARGV[9].
-_LEASE = r"""
+_OPEN = r"""
 local LEASE_ID = 32  -- domain/ids.py LEASE_ID_LENGTH
 local function open_for_take()
   if redis.call('HGET', B .. 'meta', 'paused') ~= '0' then return false end
   return not (ARGV[6] == '1' and redis.call('ZCARD', B .. 'lease') > 0)
 end
+"""
 
+_LEASE = r"""
 -- Lease the queued task `id` with the n-th lease id; its reply row.
 local function lease(id, n)
   local t = load(id)
@@ -299,10 +327,11 @@ local function lease(id, n)
 end
 """
 
-# ARGV: as _LEASE, then the task ids in the order chosen. Leases, in that order, each that
+# ARGV: as _OPEN, then the task ids in the order chosen. Leases, in that order, each that
 # is still queued, up to `most`; returns their rows, in order.
 CLAIM = (
     _LIB
+    + _OPEN
     + _LEASE
     + r"""
 if not open_for_take() then return {} end
@@ -322,7 +351,7 @@ return out
 """
 )
 
-# ARGV: as _LEASE, then levels, most urgent first. The take of the strategies that choose
+# ARGV: as _OPEN, then levels, most urgent first. The take of the strategies that choose
 # the oldest queued tasks of one queue's lanes in a fixed lane order (fifo, active_passive
 # and round_robin over one source, active_passive and sequential over one queue): leases up
 # to `most` of them, lane by lane, oldest first; returns their rows, in order.
@@ -331,8 +360,10 @@ return out
 # enter the running listing and the lease index in one ZADD each. A task's deadline and its
 # batch's unfinished set stay as they were (enter would write the same scores again).
 TAKE = (
-    _LIB
-    + _LEASE
+    _CORE
+    + _COUNTS
+    + _ROW
+    + _OPEN
     + r"""
 if not open_for_take() then return {} end
 local most = tonumber(ARGV[7])
@@ -631,7 +662,7 @@ return {redis.call('HGET', B .. 'meta', 'config'), counts, oldest}
 # none), wake ('1': the queue resumed). Compare and set: {1} stored, {0, current} moved,
 # {-1} the queue is being obliterated.
 REGISTER = (
-    _LIB
+    _CORE
     + r"""
 local meta = B .. 'meta'
 if redis.call('HGET', meta, 'gone') then return {-1} end
@@ -691,7 +722,8 @@ return 1
 # that a cancel still has to act on (running ones already asked to stop are skipped):
 # {id, DECIDE...} each.
 BATCH_TO_CANCEL = (
-    _LIB
+    _CORE
+    + _STATE
     + r"""
 local k = B .. 'ba:' .. ARGV[2]
 local limit = tonumber(ARGV[3])
