@@ -11,7 +11,7 @@ Times are stored as Python's repr of the float, so they read back exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -261,7 +261,7 @@ class Presumed:
     decision that reads a field the presumption does not cover raises Unknown.
     """
 
-    __slots__ = ("_cancel", "_lease", "_unexpired_at", "status", "task_id")
+    __slots__ = ("_attempt", "_cancel", "_lease", "_unexpired_at", "status", "task_id")
 
     def __init__(
         self,
@@ -271,12 +271,14 @@ class Presumed:
         lease_id: str | None = None,
         cancel_requested: bool | None = None,
         unexpired_at: float | None = None,
+        attempt: Attempt | None = None,
     ) -> None:
         self.task_id = task_id
         self.status = status
         self._lease = lease_id
         self._cancel = cancel_requested
         self._unexpired_at = unexpired_at
+        self._attempt = attempt
 
     @property
     def lease_id(self) -> str | None:
@@ -298,25 +300,64 @@ class Presumed:
 
     @property
     def attempts(self) -> int:
-        raise Unknown("attempts")
+        if self._attempt is None:
+            raise Unknown("attempts")
+        return self._attempt.attempts
 
     @property
     def max_attempts(self) -> int:
-        raise Unknown("max_attempts")
+        if self._attempt is None:
+            raise Unknown("max_attempts")
+        return self._attempt.max_attempts
 
     @property
     def backoff(self) -> Backoff:
-        raise Unknown("backoff")
+        if self._attempt is None:
+            raise Unknown("backoff")
+        return self._attempt.backoff
 
     def expect(self) -> list[Arg]:
         return [
             self.status.value,
             "*" if self._lease is None else self._lease,
             "*" if self._cancel is None else ("1" if self._cancel else "0"),
-            "*",
+            "*" if self._attempt is None else str(self._attempt.attempts),
             "*",
             "" if self._unexpired_at is None else self._unexpired_at,
         ]
+
+
+class Attempt(NamedTuple):
+    """What a fail decides on besides the lease, as a take handed it out: attempts,
+    max_attempts and backoff do not change while one lease holds (SETTLE checks the
+    attempts anyway)."""
+
+    attempts: int
+    max_attempts: int
+    backoff: Backoff
+
+
+class Attempts:
+    """The attempts this process handed out, by task id, until settled (bounded), so that a
+    worker's fail needs no read before its SETTLE."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._by_task: dict[str, tuple[str | None, int, int, Backoff]] = {}
+
+    def remember(self, tasks: Sequence[Task]) -> None:
+        by_task = self._by_task
+        if len(by_task) > self._limit:
+            by_task.clear()
+        for t in tasks:
+            by_task[t.task_id] = (t.lease_id, t.attempts, t.max_attempts, t.backoff)
+
+    def pop(self, task_id: str, lease_id: str) -> Attempt | None:
+        """The attempt under `lease_id`, forgotten; None if this process did not hand it out."""
+        held = self._by_task.pop(task_id, None)
+        if held is None or held[0] != lease_id:
+            return None
+        return Attempt(held[1], held[2], held[3])
 
 
 def outcome_args(

@@ -243,6 +243,7 @@ class RedisEngine:
         tasks = await take.take(p.link, self._keys, request, self._rotation, now, self._spares)
         if tasks:
             p.directory.remember((t.task_id, t.queue) for t in tasks)
+            p.settler.attempts.remember(tasks)
             self._local.due(now + request.lease_s)
         return tasks
 

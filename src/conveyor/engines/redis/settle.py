@@ -23,6 +23,8 @@ from conveyor.engines.redis.client import Arg, Link
 from conveyor.engines.redis.codec import (
     ROW,
     STATUSES,
+    Attempt,
+    Attempts,
     Presumed,
     State,
     Unknown,
@@ -82,6 +84,7 @@ class Settler:
         self._clock = clock
         self._rng = rng
         self._local = local
+        self.attempts = Attempts()  # handed out by this process's takes
 
     # ---- the loop ----
     async def relocate(self, task_id: str, queue: str) -> str:
@@ -183,17 +186,22 @@ class Settler:
         def decide(state: lifecycle.TaskState) -> Step:
             return Step("settle", lifecycle.completed(state, lease_id, result, now))
 
+        self.attempts.pop(task_id, lease_id)
         queue, _, row = await self.one(task_id, decide, self._presume(task_id, lease_id, now))
         return row_task(queue, row)
 
-    def _presume(self, task_id: str, lease_id: str, now: float) -> Presumed:
-        """What a lease holder's word presumes: running, its lease current, no cancel."""
+    def _presume(
+        self, task_id: str, lease_id: str, now: float, attempt: Attempt | None = None
+    ) -> Presumed:
+        """What a lease holder's word presumes: running, its lease current, no cancel (and
+        the attempt as it was handed out, when this process handed it out)."""
         return Presumed(
             task_id,
             TaskStatus.RUNNING,
             lease_id=lease_id,
             cancel_requested=False,
             unexpired_at=now,
+            attempt=attempt,
         )
 
     async def complete_many(self, items: Sequence[Completion]) -> list[Settled | ConveyorError]:
@@ -202,6 +210,7 @@ class Settler:
         states: dict[int, Presumed | State] = {}
         queues = await self._dir.queues_of(item.task_id for item in items)
         for index, item in enumerate(items):
+            self.attempts.pop(item.task_id, item.lease_id)
             if item.task_id in queues:
                 states[index] = self._presume(item.task_id, item.lease_id, now)
             else:
@@ -280,7 +289,10 @@ class Settler:
             )
             return Step("settle", outcome)
 
-        queue, _, row = await self.one(task_id, decide)
+        # the attempt as this process handed it out spares reading the task first
+        attempt = self.attempts.pop(task_id, lease_id)
+        presumed = None if attempt is None else self._presume(task_id, lease_id, now, attempt)
+        queue, _, row = await self.one(task_id, decide, presumed)
         return row_task(queue, row)
 
     async def heartbeat(self, task_id: str, lease_id: str, extend_s: float | None) -> Heartbeat:
