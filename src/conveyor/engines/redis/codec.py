@@ -26,7 +26,9 @@ _result = msgspec.json.Decoder(TaskResult).decode
 _error = msgspec.json.Decoder(TaskError).decode
 _backoff = msgspec.json.Decoder(Backoff).decode
 encode = msgspec.json.Encoder().encode
-_pack = msgspec.msgpack.Encoder().encode  # only text and integers: Lua's cmsgpack reads no bin
+# put's rows: text only (Lua's cmsgpack reads no bin, and a Lua number would be stored
+# as Redis formats it, not as Python does)
+_pack = msgspec.msgpack.Encoder().encode
 
 STATUSES = {status.value.encode(): status for status in TaskStatus}
 MODES = {mode.value.encode(): mode for mode in ResponseMode}
@@ -176,7 +178,7 @@ def put_args(tasks: Sequence[NewTask]) -> list[Arg]:
         rows.append(
             (
                 t.task_id,
-                t.level,
+                str(t.level),
                 t.status.value,
                 t.endpoint,
                 t.response_mode.value,
@@ -185,7 +187,7 @@ def put_args(tasks: Sequence[NewTask]) -> list[Arg]:
                 _optional_text(t.custom_id),
                 _optional_text(t.batch_id),
                 t.group,
-                t.max_attempts,
+                str(t.max_attempts),
                 encode_backoff(t.backoff),
                 repr(t.run_at),
                 repr(t.created_at),

@@ -236,8 +236,8 @@ end
 _LIB = _CORE + _COUNTS + _INDEXES + _STATE + _ROW + _SETTLE
 
 # ARGV: prefix, the tasks' small fields (a MessagePack array, codec.put_args: per task id lv
-# s ep rm cb to cid bid g ma bo ra ca ea fp, text or integers; optional text is '' for None,
-# else 'v' + text), then per task its data JSON and metadata JSON ('' for none), which go
+# s ep rm cb to cid bid g ma bo ra ca ea fp, all text, numbers as stored; optional text is ''
+# for None, else 'v' + text), then per task its data JSON and metadata JSON ('' for none), which go
 # apart as they are bytes of any size. Returns 1/0 per task (created).
 PUT = (
     _CORE
@@ -272,7 +272,7 @@ for i = 1, n do
   if created[i] == 1 then
     local r = rows[i]
     local id, md = r[1], ARGV[2 + 2 * i]
-    local t = {id = id, lv = tostring(r[2]), s = r[3], g = r[10], seq = seq, ra = r[13]}
+    local t = {id = id, lv = r[2], s = r[3], g = r[10], seq = seq, ra = r[13]}
     local f = {'id', id, 's', t.s, 'lv', t.lv, 'seq', seq, 'ep', r[4], 'd', ARGV[1 + 2 * i],
                'rm', r[5], 'g', t.g, 'at', '0', 'ma', r[11], 'bo', r[12], 'ra', t.ra,
                'ca', r[14], 'cr', '0', 'cba', '0', 'fp', r[16]}
