@@ -34,6 +34,14 @@ def new_task_id() -> str:
     return "%032x" % (ms << 80 | counter << 64 | random.getrandbits(64))
 
 
+LEASE_ID_LENGTH = 32
+
+
 def new_lease_id() -> str:
     """A fencing token: unguessable, so a worker cannot settle another worker's lease."""
-    return secrets.token_hex(16)
+    return secrets.token_hex(LEASE_ID_LENGTH // 2)
+
+
+def new_lease_ids(count: int) -> str:
+    """`count` lease ids as `new_lease_id` makes them, concatenated, from one draw."""
+    return secrets.token_hex(count * LEASE_ID_LENGTH // 2)

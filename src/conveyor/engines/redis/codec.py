@@ -11,6 +11,7 @@ Times are stored as Python's repr of the float, so they read back exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -25,12 +26,15 @@ _result = msgspec.json.Decoder(TaskResult).decode
 _error = msgspec.json.Decoder(TaskError).decode
 _backoff = msgspec.json.Decoder(Backoff).decode
 encode = msgspec.json.Encoder().encode
+# put's rows: text only (Lua's cmsgpack reads no bin, and a Lua number would be stored
+# as Redis formats it, not as Python does)
+_pack = msgspec.msgpack.Encoder().encode
 
 STATUSES = {status.value.encode(): status for status in TaskStatus}
 MODES = {mode.value.encode(): mode for mode in ResponseMode}
 
 _backoffs: dict[bytes, Backoff] = {}
-_encoded_backoffs: dict[Backoff, bytes] = {}
+_encoded_backoffs: dict[Backoff, str] = {}
 
 
 def decode_backoff(raw: bytes) -> Backoff:
@@ -43,12 +47,13 @@ def decode_backoff(raw: bytes) -> Backoff:
     return backoff
 
 
-def encode_backoff(backoff: Backoff) -> bytes:
+def encode_backoff(backoff: Backoff) -> str:
+    """A backoff as stored (JSON); most tasks share their queue's, so encoded ones are kept."""
     raw = _encoded_backoffs.get(backoff)
     if raw is None:
         if len(_encoded_backoffs) > 1_000:
             _encoded_backoffs.clear()
-        raw = _encoded_backoffs[backoff] = encode(backoff)
+        raw = _encoded_backoffs[backoff] = encode(backoff).decode()
     return raw
 
 
@@ -106,35 +111,92 @@ def to_task(queue: str, flat: Sequence[bytes] | dict[bytes, bytes]) -> Task:
     )
 
 
+# A task as the scripts answer it (scripts.py's ROW): HMGET of these fields, which are the
+# Task's in order (the queue is the caller's), None for an absent one. Positional, so a
+# reply is read without building a dict first.
+ROW = (
+    "id", "s", "lv", "ep", "d", "rm", "cb", "to", "cid", "bid", "g", "md", "at", "ma",
+    "bo", "ra", "ca", "sa", "fa", "ea", "rs", "er", "li", "wi", "le", "cr",
+)  # fmt: skip
+
+
+def row_task(queue: str, row: Sequence[Any]) -> Task:
+    """The Task a reply row (ROW) holds."""
+    (
+        task_id, status, level, endpoint, data, mode, callback_url, timeout_s, custom_id,
+        batch_id, group, metadata, attempts, max_attempts, backoff, run_at, created_at,
+        started_at, completed_at, expires_at, result, error, lease_id, worker_id,
+        lease_expires_at, cancel,
+    ) = row  # fmt: skip
+    return Task(
+        task_id.decode(),
+        queue,
+        int(level),
+        endpoint.decode(),
+        _any(data),
+        STATUSES[status],
+        MODES[mode],
+        None if callback_url is None else callback_url.decode(),
+        None if timeout_s is None else float(timeout_s),
+        None if custom_id is None else custom_id.decode(),
+        None if batch_id is None else batch_id.decode(),
+        group.decode(),
+        None if metadata is None else _any(metadata),
+        int(attempts or 0),
+        int(max_attempts),
+        decode_backoff(backoff),
+        float(run_at),
+        float(created_at),
+        None if started_at is None else float(started_at),
+        None if completed_at is None else float(completed_at),
+        None if expires_at is None else float(expires_at),
+        None if result is None else _result(result),
+        None if error is None else _error(error),
+        None if lease_id is None else lease_id.decode(),
+        None if worker_id is None else worker_id.decode(),
+        None if lease_expires_at is None else float(lease_expires_at),
+        cancel == b"1",
+    )
+
+
 def _optional_text(value: str | None) -> str:
     # '' stands for None, so a present value (maybe empty) gets a one-letter prefix
     return "" if value is None else "v" + value
 
 
+def _time(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
 def put_args(tasks: Sequence[NewTask]) -> list[Arg]:
-    """The PUT script's arguments for `tasks` (scripts.PUT_FIELDS each)."""
-    args: list[Arg] = []
+    """The PUT script's arguments for `tasks`, after the prefix: their small fields packed
+    in one MessagePack array (one argument, not sixteen per task), then each one's data and
+    metadata JSON."""
+    rows = []
+    args: list[Arg] = [b""]
     for t in tasks:
-        args += (
-            t.task_id,
-            t.level,
-            t.status.value,
-            t.endpoint,
-            t.data_json,
-            t.response_mode.value,
-            _optional_text(t.callback_url),
-            "" if t.timeout_s is None else t.timeout_s,
-            _optional_text(t.custom_id),
-            _optional_text(t.batch_id),
-            t.group,
-            t.metadata_json or "",
-            t.max_attempts,
-            encode_backoff(t.backoff),
-            t.run_at,
-            t.created_at,
-            "" if t.expires_at is None else t.expires_at,
-            t.fingerprint,
+        rows.append(
+            (
+                t.task_id,
+                str(t.level),
+                t.status.value,
+                t.endpoint,
+                t.response_mode.value,
+                _optional_text(t.callback_url),
+                _time(t.timeout_s),
+                _optional_text(t.custom_id),
+                _optional_text(t.batch_id),
+                t.group,
+                str(t.max_attempts),
+                encode_backoff(t.backoff),
+                repr(t.run_at),
+                repr(t.created_at),
+                _time(t.expires_at),
+                t.fingerprint,
+            )
         )
+        args += (t.data_json, t.metadata_json or b"")
+    args[0] = _pack(rows)
     return args
 
 
@@ -201,7 +263,7 @@ class Presumed:
     decision that reads a field the presumption does not cover raises Unknown.
     """
 
-    __slots__ = ("_cancel", "_lease", "_unexpired_at", "status", "task_id")
+    __slots__ = ("_attempt", "_cancel", "_lease", "_unexpired_at", "status", "task_id")
 
     def __init__(
         self,
@@ -211,12 +273,14 @@ class Presumed:
         lease_id: str | None = None,
         cancel_requested: bool | None = None,
         unexpired_at: float | None = None,
+        attempt: Attempt | None = None,
     ) -> None:
         self.task_id = task_id
         self.status = status
         self._lease = lease_id
         self._cancel = cancel_requested
         self._unexpired_at = unexpired_at
+        self._attempt = attempt
 
     @property
     def lease_id(self) -> str | None:
@@ -238,25 +302,64 @@ class Presumed:
 
     @property
     def attempts(self) -> int:
-        raise Unknown("attempts")
+        if self._attempt is None:
+            raise Unknown("attempts")
+        return self._attempt.attempts
 
     @property
     def max_attempts(self) -> int:
-        raise Unknown("max_attempts")
+        if self._attempt is None:
+            raise Unknown("max_attempts")
+        return self._attempt.max_attempts
 
     @property
     def backoff(self) -> Backoff:
-        raise Unknown("backoff")
+        if self._attempt is None:
+            raise Unknown("backoff")
+        return self._attempt.backoff
 
     def expect(self) -> list[Arg]:
         return [
             self.status.value,
             "*" if self._lease is None else self._lease,
             "*" if self._cancel is None else ("1" if self._cancel else "0"),
-            "*",
+            "*" if self._attempt is None else str(self._attempt.attempts),
             "*",
             "" if self._unexpired_at is None else self._unexpired_at,
         ]
+
+
+class Attempt(NamedTuple):
+    """What a fail decides on besides the lease, as a take handed it out: attempts,
+    max_attempts and backoff do not change while one lease holds (SETTLE checks the
+    attempts anyway)."""
+
+    attempts: int
+    max_attempts: int
+    backoff: Backoff
+
+
+class Attempts:
+    """The attempts this process handed out, by task id, until settled (bounded), so that a
+    worker's fail needs no read before its SETTLE."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._by_task: dict[str, tuple[str | None, int, int, Backoff]] = {}
+
+    def remember(self, tasks: Sequence[Task]) -> None:
+        by_task = self._by_task
+        if len(by_task) > self._limit:
+            by_task.clear()
+        for t in tasks:
+            by_task[t.task_id] = (t.lease_id, t.attempts, t.max_attempts, t.backoff)
+
+    def pop(self, task_id: str, lease_id: str) -> Attempt | None:
+        """The attempt under `lease_id`, forgotten; None if this process did not hand it out."""
+        held = self._by_task.pop(task_id, None)
+        if held is None or held[0] != lease_id:
+            return None
+        return Attempt(held[1], held[2], held[3])
 
 
 def outcome_args(

@@ -3,8 +3,10 @@
 How the rules stay in one place. Every atomic operation is one Lua script (scripts.py) run
 by EVALSHA, but no script decides what a verb does to a task: that is
 `conveyor.domain.lifecycle` (and the strategies, and `batch_lines.outcome`), in Python.
-- Take: the strategies run in Python over a snapshot of the lanes (take.py); CLAIM only
-  leases the chosen tasks that are still queued.
+- Take: where a strategy's choice is plain (one queue, the oldest tasks of its lanes in a
+  fixed order: fifo, active_passive, sequential, round_robin over one source), TAKE leases
+  them in one script; otherwise the strategies run in Python over a snapshot of the lanes
+  and CLAIM only leases the chosen tasks that are still queued (take.py).
 - Complete, fail, heartbeat, cancel, requeue, cancel_batch and the lease-expiry sweep: the
   state is read (or presumed from the request, e.g. "my lease is current"), the lifecycle
   decides, and SETTLE writes the outcome only if the task still stands exactly where it was
@@ -58,7 +60,7 @@ from conveyor.engines.notifier import LocalNotifier
 from conveyor.engines.redis import maintenance, take
 from conveyor.engines.redis.client import DEFAULT_MAX_CONNECTIONS, Link, NodeLink
 from conveyor.engines.redis.cluster import ClusterLink, is_cluster_url, parse_url
-from conveyor.engines.redis.codec import STATUSES, State, fields, put_args, to_task
+from conveyor.engines.redis.codec import ROW, STATUSES, State, fields, put_args, row_task, to_task
 from conveyor.engines.redis.directory import Directory
 from conveyor.engines.redis.keys import DEFAULT_PREFIX, Keys
 from conveyor.engines.redis.queues import Queues
@@ -249,6 +251,7 @@ class RedisEngine:
         tasks = await take.take(p.link, self._keys, request, self._rotation, now, self._spares)
         if tasks:
             p.directory.remember((t.task_id, t.queue) for t in tasks)
+            p.settler.attempts.remember(tasks)
             self._local.due(now + request.lease_s)
         return tasks
 
@@ -330,9 +333,9 @@ class RedisEngine:
         p = self._p
         queue = await p.directory.queue_of(task_id)
         for _ in range(TRIES):
-            flat = await p.link.call("HGETALL", f"{self._keys.queue(queue)}t:{task_id}")
-            if flat:
-                return to_task(queue, flat)
+            row = await p.link.call("HMGET", f"{self._keys.queue(queue)}t:{task_id}", *ROW)
+            if row[0] is not None:
+                return row_task(queue, row)
             queue = await p.settler.relocate(task_id, queue)
         raise NotFound(f"task {task_id} does not exist")
 

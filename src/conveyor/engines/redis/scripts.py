@@ -13,19 +13,25 @@ task is still in the state a decision was made on, and write the outcome they ar
 
 from __future__ import annotations
 
-# Helpers shared by the queue scripts: the indexes a task is in follow from its status.
-_LIB = r"""
+# Helpers shared by the queue scripts, in parts, so that each script defines only what it
+# uses (every call runs its script's definitions again). The indexes a task is in follow
+# from its status (leave, enter).
+_CORE = r"""
 local B = KEYS[1]
 local P = ARGV[1]
 local FINISHED = {succeeded = true, failed = true, cancelled = true, expired = true}
-local STATE = {'s', 'lv', 'g', 'bid', 'rc', 'seq', 'ra', 'le', 'fa', 'ea', 'li', 'cr',
-               'at', 'ma', 'bo', 'ls', 'cb'}
-local DECIDE = {'s', 'li', 'le', 'cr', 'at', 'ma', 'bo', 'ls'}
 local work = false
-local deferred = nil  -- set by a script over many tasks: counts added up, written once
-local grouped = {}  -- lane groups known to be listed in this call
-
 local function tkey(id) return B .. 't:' .. id end
+
+local function flush()
+  if work then
+    redis.call('PUBLISH', P .. ':w:' .. string.match(B, '{q:([^}]*)}'), '')
+  end
+end
+"""
+
+_COUNTS = r"""
+local deferred = nil  -- set by a script over many tasks: counts added up, written once
 
 local function count(lv, st, d)
   local f = lv .. ':' .. st
@@ -45,11 +51,120 @@ local function write_counts()
   deferred = nil
 end
 
+"""
+
+_INDEXES = r"""
+local grouped = {}  -- lane groups known to be listed in this call
+-- set by SETTLE: writes to the indexes no later command of the call reads (the listings,
+-- sched, lease, dead, fin, a batch's unfinished set), gathered per key and written at the
+-- end; a call moves each task at most once, so no member is added, then removed, in one key
+local indexing = nil
+
+
+local function zrem(k, id)
+  if not indexing then
+    redis.call('ZREM', k, id)
+    return
+  end
+  local e = indexing[k]
+  if not e then e = {rem = {}, add = {}}; indexing[k] = e end
+  e.rem[#e.rem + 1] = id
+end
+
+local function zadd(k, score, id)
+  if not indexing then
+    redis.call('ZADD', k, score, id)
+    return
+  end
+  local e = indexing[k]
+  if not e then e = {rem = {}, add = {}}; indexing[k] = e end
+  e.add[#e.add + 1] = score
+  e.add[#e.add + 1] = id
+end
+
+local function chunked(command, k, args, step)
+  for i = 1, #args, step do
+    redis.call(command, k, unpack(args, i, math.min(i + step - 1, #args)))
+  end
+end
+
+local function write_indexes()
+  for k, e in pairs(indexing) do
+    chunked('ZREM', k, e.rem, 1000)  -- removals first: a member moved within the key stays
+    chunked('ZADD', k, e.add, 2000)
+  end
+  indexing = nil
+end
+
 local function bcount(t, d)
   local k = B .. 'bn:' .. t.bid
   local f = t.s .. ':' .. (t.rc or '')
   if redis.call('HINCRBY', k, f, d) == 0 then redis.call('HDEL', k, f) end
 end
+
+local function leave(t)
+  local id, st = t.id, t.s
+  if st ~= 'queued' then zrem(B .. 's:' .. st, id) end
+  if st == 'queued' then
+    redis.call('ZREM', B .. 'r:' .. t.lv, id)
+    local gk = B .. 'rg:' .. t.lv .. ':' .. t.g
+    redis.call('ZREM', gk, id)
+    if redis.call('EXISTS', gk) == 0 then
+      redis.call('ZREM', B .. 'g:' .. t.lv, t.g)
+      grouped[t.lv .. ':' .. t.g] = nil
+    end
+  elseif st == 'scheduled' then
+    zrem(B .. 'sched', id)
+  elseif st == 'running' then
+    zrem(B .. 'lease', id)
+  elseif FINISHED[st] then
+    zrem(B .. 'fin', id)
+  end
+  count(t.lv, st, -1)
+  if t.bid then
+    bcount(t, -1)
+    if not FINISHED[st] then zrem(B .. 'ba:' .. t.bid, id) end
+  end
+end
+
+local function enter(t)
+  local id, st = t.id, t.s
+  -- the listing order of queued tasks is their lanes' (r:LEVEL), which are scored by seq too
+  if st ~= 'queued' then zadd(B .. 's:' .. st, t.seq, id) end
+  if st == 'queued' then
+    redis.call('ZADD', B .. 'r:' .. t.lv, t.seq, id)
+    redis.call('ZADD', B .. 'rg:' .. t.lv .. ':' .. t.g, t.seq, id)
+    local lane_group = t.lv .. ':' .. t.g
+    if not grouped[lane_group] then
+      redis.call('ZADD', B .. 'g:' .. t.lv, 0, t.g)
+      grouped[lane_group] = true
+    end
+    work = true
+  elseif st == 'scheduled' then
+    zadd(B .. 'sched', t.ra, id)
+  elseif st == 'running' then
+    zadd(B .. 'lease', t.le, id)
+  end
+  if FINISHED[st] then
+    zadd(B .. 'fin', t.fa, id)
+    if t.ea then zrem(B .. 'dead', id) end
+  elseif t.ea then
+    zadd(B .. 'dead', t.ea, id)
+  end
+  count(t.lv, st, 1)
+  if t.bid then
+    bcount(t, 1)
+    if not FINISHED[st] then zadd(B .. 'ba:' .. t.bid, t.seq, id) end
+  end
+end
+
+"""
+
+_STATE = r"""
+-- what the scripts read of a task to move it (DECIDE is what Python decides on)
+local STATE = {'s', 'lv', 'g', 'bid', 'rc', 'seq', 'ra', 'le', 'fa', 'ea', 'li', 'cr', 'at',
+               'ls', 'cb'}
+local DECIDE = {'s', 'li', 'le', 'cr', 'at', 'ma', 'bo', 'ls'}
 
 local function load(id)
   local v = redis.call('HMGET', tkey(id), unpack(STATE))
@@ -61,62 +176,16 @@ local function load(id)
   return t
 end
 
-local function leave(t)
-  local id, st = t.id, t.s
-  if st ~= 'queued' then redis.call('ZREM', B .. 's:' .. st, id) end
-  if st == 'queued' then
-    redis.call('ZREM', B .. 'r:' .. t.lv, id)
-    local gk = B .. 'rg:' .. t.lv .. ':' .. t.g
-    redis.call('ZREM', gk, id)
-    if redis.call('EXISTS', gk) == 0 then
-      redis.call('ZREM', B .. 'g:' .. t.lv, t.g)
-      grouped[t.lv .. ':' .. t.g] = nil
-    end
-  elseif st == 'scheduled' then
-    redis.call('ZREM', B .. 'sched', id)
-  elseif st == 'running' then
-    redis.call('ZREM', B .. 'lease', id)
-  elseif FINISHED[st] then
-    redis.call('ZREM', B .. 'fin', id)
-  end
-  count(t.lv, st, -1)
-  if t.bid then
-    bcount(t, -1)
-    if not FINISHED[st] then redis.call('ZREM', B .. 'ba:' .. t.bid, id) end
-  end
-end
+"""
 
-local function enter(t)
-  local id, st = t.id, t.s
-  -- the listing order of queued tasks is their lanes' (r:LEVEL), which are scored by seq too
-  if st ~= 'queued' then redis.call('ZADD', B .. 's:' .. st, t.seq, id) end
-  if st == 'queued' then
-    redis.call('ZADD', B .. 'r:' .. t.lv, t.seq, id)
-    redis.call('ZADD', B .. 'rg:' .. t.lv .. ':' .. t.g, t.seq, id)
-    local lane_group = t.lv .. ':' .. t.g
-    if not grouped[lane_group] then
-      redis.call('ZADD', B .. 'g:' .. t.lv, 0, t.g)
-      grouped[lane_group] = true
-    end
-    work = true
-  elseif st == 'scheduled' then
-    redis.call('ZADD', B .. 'sched', t.ra, id)
-  elseif st == 'running' then
-    redis.call('ZADD', B .. 'lease', t.le, id)
-  end
-  if FINISHED[st] then
-    redis.call('ZADD', B .. 'fin', t.fa, id)
-    if t.ea then redis.call('ZREM', B .. 'dead', id) end
-  elseif t.ea then
-    redis.call('ZADD', B .. 'dead', t.ea, id)
-  end
-  count(t.lv, st, 1)
-  if t.bid then
-    bcount(t, 1)
-    if not FINISHED[st] then redis.call('ZADD', B .. 'ba:' .. t.bid, t.seq, id) end
-  end
-end
+_ROW = r"""
+-- a task as its reply row (codec.ROW): the Task's fields in order, nil for none
+local ROW = {'id', 's', 'lv', 'ep', 'd', 'rm', 'cb', 'to', 'cid', 'bid', 'g', 'md', 'at', 'ma',
+             'bo', 'ra', 'ca', 'sa', 'fa', 'ea', 'rs', 'er', 'li', 'wi', 'le', 'cr'}
+local function row(id) return redis.call('HMGET', tkey(id), unpack(ROW)) end
+"""
 
+_SETTLE = r"""
 -- Write an outcome {s, ra, fa, rs, rc, er} ('' for none): the lease ends, the task moves.
 local function settle(t, o)
   leave(t)
@@ -162,64 +231,60 @@ local function matches(t, es, el, ec, ea, ele, now)
   return true
 end
 
-local function flush()
-  if work then
-    redis.call('PUBLISH', P .. ':w:' .. string.match(B, '{q:([^}]*)}'), '')
-  end
-end
 """
 
-PUT_FIELDS = 18
+_LIB = _CORE + _COUNTS + _INDEXES + _STATE + _ROW + _SETTLE
 
-# ARGV: prefix, then per task (PUT_FIELDS): id lv s ep d rm cb to cid bid g md ma bo ra ca
-# ea fp; optional text is '' for None, else 'v' + text. Returns 1/0 per task (created).
+# ARGV: prefix, the tasks' small fields (a MessagePack array, codec.put_args: per task id lv
+# s ep rm cb to cid bid g ma bo ra ca ea fp, all text, numbers as stored; optional text is ''
+# for None, else 'v' + text), then per task its data JSON and metadata JSON ('' for none), which go
+# apart as they are bytes of any size. Returns 1/0 per task (created).
 PUT = (
-    _LIB
+    _CORE
+    + _COUNTS
+    + _INDEXES
     + r"""
-if not redis.call('HGET', B .. 'meta', 'paused') then return redis.error_reply('NOQUEUE') end
-local F = 18
-local n = (#ARGV - 1) / F
+local meta = redis.call('HMGET', B .. 'meta', 'paused', 'seq')
+if not meta[1] then return redis.error_reply('NOQUEUE') end
+local rows = cmsgpack.unpack(ARGV[2])
+local n = #rows
 local seen = {}
 local created = {}
-for i = 0, n - 1 do
-  local o = 1 + i * F
-  local id, fp = ARGV[o + 1], ARGV[o + 18]
+for i = 1, n do
+  local id, fp = rows[i][1], rows[i][16]
   local known = seen[id]
   if known == nil then known = redis.call('HGET', tkey(id), 'fp') end
   if known then
     if known ~= fp then return redis.error_reply('CONFLICT ' .. id) end
-    created[i + 1] = 0
+    created[i] = 0
   else
     seen[id] = fp
-    created[i + 1] = 1
+    created[i] = 1
   end
 end
 deferred = {}
 local time = redis.call('TIME')
 local seq = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local last = tonumber(redis.call('HGET', B .. 'meta', 'seq') or '0')
+local last = tonumber(meta[2] or '0')
 if seq <= last then seq = last + 1 end
 local stored = false
-for i = 0, n - 1 do
-  if created[i + 1] == 1 then
-    local o = 1 + i * F
-    local id = ARGV[o + 1]
-    local t = {id = id, lv = ARGV[o + 2], s = ARGV[o + 3], g = ARGV[o + 11], seq = seq,
-               ra = ARGV[o + 15]}
-    local f = {'id', id, 's', t.s, 'lv', t.lv, 'seq', seq, 'ep', ARGV[o + 4], 'd', ARGV[o + 5],
-               'rm', ARGV[o + 6], 'g', t.g, 'at', '0', 'ma', ARGV[o + 13], 'bo', ARGV[o + 14],
-               'ra', t.ra, 'ca', ARGV[o + 16], 'cr', '0', 'cba', '0', 'fp', ARGV[o + 18]}
-    if ARGV[o + 7] ~= '' then
-      t.cb = string.sub(ARGV[o + 7], 2); f[#f + 1] = 'cb'; f[#f + 1] = t.cb
-    end
-    if ARGV[o + 8] ~= '' then f[#f + 1] = 'to'; f[#f + 1] = ARGV[o + 8] end
-    if ARGV[o + 9] ~= '' then f[#f + 1] = 'cid'; f[#f + 1] = string.sub(ARGV[o + 9], 2) end
-    if ARGV[o + 10] ~= '' then
-      t.bid = string.sub(ARGV[o + 10], 2); f[#f + 1] = 'bid'; f[#f + 1] = t.bid
+for i = 1, n do
+  if created[i] == 1 then
+    local r = rows[i]
+    local id, md = r[1], ARGV[2 + 2 * i]
+    local t = {id = id, lv = r[2], s = r[3], g = r[10], seq = seq, ra = r[13]}
+    local f = {'id', id, 's', t.s, 'lv', t.lv, 'seq', seq, 'ep', r[4], 'd', ARGV[1 + 2 * i],
+               'rm', r[5], 'g', t.g, 'at', '0', 'ma', r[11], 'bo', r[12], 'ra', t.ra,
+               'ca', r[14], 'cr', '0', 'cba', '0', 'fp', r[16]}
+    if r[6] ~= '' then t.cb = string.sub(r[6], 2); f[#f + 1] = 'cb'; f[#f + 1] = t.cb end
+    if r[7] ~= '' then f[#f + 1] = 'to'; f[#f + 1] = r[7] end
+    if r[8] ~= '' then f[#f + 1] = 'cid'; f[#f + 1] = string.sub(r[8], 2) end
+    if r[9] ~= '' then
+      t.bid = string.sub(r[9], 2); f[#f + 1] = 'bid'; f[#f + 1] = t.bid
       redis.call('ZADD', B .. 'b:' .. t.bid, seq, id)
     end
-    if ARGV[o + 12] ~= '' then f[#f + 1] = 'md'; f[#f + 1] = ARGV[o + 12] end
-    if ARGV[o + 17] ~= '' then t.ea = ARGV[o + 17]; f[#f + 1] = 'ea'; f[#f + 1] = t.ea end
+    if md ~= '' then f[#f + 1] = 'md'; f[#f + 1] = md end
+    if r[15] ~= '' then t.ea = r[15]; f[#f + 1] = 'ea'; f[#f + 1] = t.ea end
     redis.call('HSET', tkey(id), unpack(f))
     enter(t)
     seq = seq + 1
@@ -233,52 +298,155 @@ return created
 """
 )
 
-# ARGV: prefix, now, lease_expires_at, lease_s, worker_id, one ('1': only while the queue
-# runs no task), most (how many to claim at most), `most` new lease ids, then the task ids
-# in the order chosen. Claims, in that order, each that is still queued, up to `most`;
-# returns their fields (HGETALL), in order.
+# Leasing queued tasks: _OPEN for CLAIM and TAKE, _LEASE (one task) for CLAIM; TAKE moves
+# whole lanes at once. ARGV: prefix, now, lease_expires_at,
+# lease_s, worker_id, one ('1': only while the queue runs no task), most (how many to lease
+# at most), `most` lease ids concatenated (ids.new_lease_ids), then the script's own
+# arguments from ARGV[9].
+_OPEN = r"""
+local LEASE_ID = 32  -- domain/ids.py LEASE_ID_LENGTH
+local function open_for_take()
+  if redis.call('HGET', B .. 'meta', 'paused') ~= '0' then return false end
+  return not (ARGV[6] == '1' and redis.call('ZCARD', B .. 'lease') > 0)
+end
+"""
+
+_LEASE = r"""
+-- Lease the queued task `id` with the n-th lease id; its reply row.
+local function lease(id, n)
+  local t = load(id)
+  leave(t)
+  local at = tonumber(t.at or '0') + 1
+  local li = string.sub(ARGV[8], (n - 1) * LEASE_ID + 1, n * LEASE_ID)
+  redis.call('HSET', tkey(id), 's', 'running', 'at', at, 'sa', ARGV[2], 'li', li,
+             'wi', ARGV[5], 'le', ARGV[3], 'ls', ARGV[4])
+  t.s = 'running'
+  t.le = ARGV[3]
+  enter(t)
+  return row(id)
+end
+"""
+
+# ARGV: as _OPEN, then the task ids in the order chosen. Leases, in that order, each that
+# is still queued, up to `most`; returns their rows, in order.
 CLAIM = (
     _LIB
+    + _OPEN
+    + _LEASE
     + r"""
-if redis.call('HGET', B .. 'meta', 'paused') ~= '0' then return {} end
-if ARGV[6] == '1' and redis.call('ZCARD', B .. 'lease') > 0 then return {} end
+if not open_for_take() then return {} end
 local most = tonumber(ARGV[7])
 local out = {}
-for i = 8 + most, #ARGV do
+deferred = {}
+for i = 9, #ARGV do
   local id = ARGV[i]
   -- most candidates passed over were taken by another server: look at the status first
-  local t = redis.call('HGET', tkey(id), 's') == 'queued' and load(id)
-  if t then
-    leave(t)
-    local k = tkey(id)
-    redis.call('HINCRBY', k, 'at', 1)
-    redis.call('HSET', k, 's', 'running', 'sa', ARGV[2], 'li', ARGV[8 + #out], 'wi', ARGV[5],
-               'le', ARGV[3], 'ls', ARGV[4])
-    t.s = 'running'
-    t.le = ARGV[3]
-    enter(t)
-    out[#out + 1] = redis.call('HGETALL', k)
+  if redis.call('HGET', tkey(id), 's') == 'queued' then
+    out[#out + 1] = lease(id, #out + 1)
     if #out >= most then break end
   end
 end
+write_counts()
+return out
+"""
+)
+
+# ARGV: as _OPEN, then levels, most urgent first. The take of the strategies that choose
+# the oldest queued tasks of one queue's lanes in a fixed lane order (fifo, active_passive
+# and round_robin over one source, active_passive and sequential over one queue): leases up
+# to `most` of them, lane by lane, oldest first; returns their rows, in order.
+# What leave() and enter() do for queued -> running, done for all the tasks at once: each
+# lane's tasks leave it in one ZPOPMIN (and their groups' lanes in one ZREM per group), and
+# enter the running listing and the lease index in one ZADD each. A task's deadline and its
+# batch's unfinished set stay as they were (enter would write the same scores again).
+TAKE = (
+    _CORE
+    + _COUNTS
+    + _ROW
+    + _OPEN
+    + r"""
+if not open_for_take() then return {} end
+local most = tonumber(ARGV[7])
+local now, le, ls, wi = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local FIELDS = {unpack(ROW)}
+FIELDS[#FIELDS + 1] = 'rc'
+local out = {}
+local running, leased = {}, {}
+local batches = {}  -- batch id -> {status:code field -> tasks leaving it}
+deferred = {}
+for i = 9, #ARGV do
+  local need = most - #out
+  if need <= 0 then break end
+  local lv = ARGV[i]
+  local popped = redis.call('ZPOPMIN', B .. 'r:' .. lv, need)
+  local groups = {}  -- group -> its tasks taken
+  for j = 1, #popped, 2 do
+    local id, seq = popped[j], popped[j + 1]
+    local k = tkey(id)
+    local v = redis.call('HMGET', k, unpack(FIELDS))
+    local rc = v[#FIELDS]
+    v[#FIELDS] = nil
+    local ids = groups[v[11]]
+    if not ids then ids = {}; groups[v[11]] = ids end
+    ids[#ids + 1] = id
+    local at = tostring(tonumber(v[13] or '0') + 1)
+    local li = string.sub(ARGV[8], #out * LEASE_ID + 1, (#out + 1) * LEASE_ID)
+    redis.call('HSET', k, 's', 'running', 'at', at, 'sa', now, 'li', li, 'wi', wi, 'le', le,
+               'ls', ls)
+    running[#running + 1] = seq; running[#running + 1] = id
+    leased[#leased + 1] = le; leased[#leased + 1] = id
+    if v[10] then
+      local moved = batches[v[10]] or {}
+      batches[v[10]] = moved
+      local f = 'queued:' .. (rc or '')
+      moved[f] = (moved[f] or 0) + 1
+    end
+    v[2], v[13], v[18], v[23], v[24], v[25] = 'running', at, now, li, wi, le
+    out[#out + 1] = v
+  end
+  local n = #popped / 2
+  if n > 0 then
+    count(lv, 'queued', -n)
+    count(lv, 'running', n)
+  end
+  for g, ids in pairs(groups) do
+    local gk = B .. 'rg:' .. lv .. ':' .. g
+    redis.call('ZREM', gk, unpack(ids))
+    if redis.call('EXISTS', gk) == 0 then redis.call('ZREM', B .. 'g:' .. lv, g) end
+  end
+end
+if #running > 0 then
+  redis.call('ZADD', B .. 's:running', unpack(running))
+  redis.call('ZADD', B .. 'lease', unpack(leased))
+end
+for bid, moved in pairs(batches) do
+  local k = B .. 'bn:' .. bid
+  for f, n in pairs(moved) do
+    if redis.call('HINCRBY', k, f, -n) == 0 then redis.call('HDEL', k, f) end
+    redis.call('HINCRBY', k, 'running:' .. string.sub(f, 8), n)
+  end
+end
+write_counts()
 return out
 """
 )
 
 SETTLE_FIELDS = 15
 
-# ARGV: prefix, mode ('full': answer each task's fields, else its status), then per item
+# ARGV: prefix, mode ('full': answer each task's row, else its status), then per item
 # (SETTLE_FIELDS): id, action (settle | requeue | extend | mark), the state the decision was
 # made on (status, lease id, cancel flag, attempts, lease expiry: '*' for any; unexpired at:
 # '' for no check), the outcome (status, run_at, completed_at, result, result code, error:
 # '' for none), and for extend the new expiry ('' for the unexpired-at time + the lease's
 # own length).
-# Per item: {'ok', fields or status}, {'moved', the state now (DECIDE)} or {'missing'}.
+# Per item: {'ok', row or status}, {'moved', the state now (DECIDE)} or {'missing'}.
 SETTLE = (
     _LIB
     + r"""
 local full = ARGV[2] == 'full'
 local out = {}
+deferred = {}
+indexing = {}
 for i = 3, #ARGV, 15 do
   local id, act = ARGV[i], ARGV[i + 1]
   local t = load(id)
@@ -307,12 +475,14 @@ for i = 3, #ARGV, 15 do
                  rc = ARGV[i + 12], er = ARGV[i + 13]})
     end
     if full then
-      out[#out + 1] = {'ok', redis.call('HGETALL', k)}
+      out[#out + 1] = {'ok', row(id)}
     else
       out[#out + 1] = {'ok', t.s}
     end
   end
 end
+write_counts()
+write_indexes()
 flush()
 return out
 """
@@ -492,7 +662,7 @@ return {redis.call('HGET', B .. 'meta', 'config'), counts, oldest}
 # none), wake ('1': the queue resumed). Compare and set: {1} stored, {0, current} moved,
 # {-1} the queue is being obliterated.
 REGISTER = (
-    _LIB
+    _CORE
     + r"""
 local meta = B .. 'meta'
 if redis.call('HGET', meta, 'gone') then return {-1} end
@@ -552,7 +722,8 @@ return 1
 # that a cancel still has to act on (running ones already asked to stop are skipped):
 # {id, DECIDE...} each.
 BATCH_TO_CANCEL = (
-    _LIB
+    _CORE
+    + _STATE
     + r"""
 local k = B .. 'ba:' .. ARGV[2]
 local limit = tonumber(ARGV[3])
@@ -658,6 +829,7 @@ return out
 ALL = {
     "put": PUT,
     "claim": CLAIM,
+    "take": TAKE,
     "settle": SETTLE,
     "sweep": SWEEP,
     "snapshot": SNAPSHOT,

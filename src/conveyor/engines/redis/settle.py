@@ -20,7 +20,17 @@ from conveyor.domain.tasks import Task, TaskError, TaskResult
 from conveyor.engines.engine import Completion, Heartbeat, Settled
 from conveyor.engines.notifier import LocalNotifier
 from conveyor.engines.redis.client import Arg, Link
-from conveyor.engines.redis.codec import STATUSES, Presumed, State, Unknown, outcome_args, to_task
+from conveyor.engines.redis.codec import (
+    ROW,
+    STATUSES,
+    Attempt,
+    Attempts,
+    Presumed,
+    State,
+    Unknown,
+    outcome_args,
+    row_task,
+)
 from conveyor.engines.redis.directory import Directory
 from conveyor.engines.redis.keys import Keys
 from conveyor.errors import Conflict, ConveyorError, LeaseLost, NotFound
@@ -74,6 +84,7 @@ class Settler:
         self._clock = clock
         self._rng = rng
         self._local = local
+        self.attempts = Attempts()  # handed out by this process's takes
 
     # ---- the loop ----
     async def relocate(self, task_id: str, queue: str) -> str:
@@ -102,7 +113,8 @@ class Settler:
         *,
         full: bool = True,
     ) -> tuple[str, Step, Any]:
-        """Decide and write one task's step; (queue, step, the script's answer)."""
+        """Decide and write one task's step; (queue, step, the script's answer: with `full`
+        the task's row, else its status or lease expiry)."""
         queue = await self._dir.queue_of(task_id)
         state: Presumed | State | None = presumed
         for _ in range(TRIES):
@@ -114,8 +126,8 @@ class Settler:
                 state = None
                 continue
             if step.action == "none":
-                flat = await self._link.call("HGETALL", f"{self._keys.queue(queue)}t:{task_id}")
-                return queue, step, flat
+                row = await self._link.call("HMGET", f"{self._keys.queue(queue)}t:{task_id}", *ROW)
+                return queue, step, row
             reply = await self._link.run(
                 "settle",
                 self._keys.queue(queue),
@@ -174,17 +186,22 @@ class Settler:
         def decide(state: lifecycle.TaskState) -> Step:
             return Step("settle", lifecycle.completed(state, lease_id, result, now))
 
-        queue, _, flat = await self.one(task_id, decide, self._presume(task_id, lease_id, now))
-        return to_task(queue, flat)
+        self.attempts.pop(task_id, lease_id)
+        queue, _, row = await self.one(task_id, decide, self._presume(task_id, lease_id, now))
+        return row_task(queue, row)
 
-    def _presume(self, task_id: str, lease_id: str, now: float) -> Presumed:
-        """What a lease holder's word presumes: running, its lease current, no cancel."""
+    def _presume(
+        self, task_id: str, lease_id: str, now: float, attempt: Attempt | None = None
+    ) -> Presumed:
+        """What a lease holder's word presumes: running, its lease current, no cancel (and
+        the attempt as it was handed out, when this process handed it out)."""
         return Presumed(
             task_id,
             TaskStatus.RUNNING,
             lease_id=lease_id,
             cancel_requested=False,
             unexpired_at=now,
+            attempt=attempt,
         )
 
     async def complete_many(self, items: Sequence[Completion]) -> list[Settled | ConveyorError]:
@@ -193,6 +210,7 @@ class Settler:
         states: dict[int, Presumed | State] = {}
         queues = await self._dir.queues_of(item.task_id for item in items)
         for index, item in enumerate(items):
+            self.attempts.pop(item.task_id, item.lease_id)
             if item.task_id in queues:
                 states[index] = self._presume(item.task_id, item.lease_id, now)
             else:
@@ -271,8 +289,11 @@ class Settler:
             )
             return Step("settle", outcome)
 
-        queue, _, flat = await self.one(task_id, decide)
-        return to_task(queue, flat)
+        # the attempt as this process handed it out spares reading the task first
+        attempt = self.attempts.pop(task_id, lease_id)
+        presumed = None if attempt is None else self._presume(task_id, lease_id, now, attempt)
+        queue, _, row = await self.one(task_id, decide, presumed)
+        return row_task(queue, row)
 
     async def heartbeat(self, task_id: str, lease_id: str, extend_s: float | None) -> Heartbeat:
         now = self._clock()
@@ -305,8 +326,8 @@ class Settler:
                 return Step("settle", lifecycle.Outcome(TaskStatus.CANCELLED, completed_at=now))
             return Step("none")
 
-        queue, _, flat = await self.one(task_id, decide)
-        return to_task(queue, flat)
+        queue, _, row = await self.one(task_id, decide)
+        return row_task(queue, row)
 
     async def requeue(self, task_id: str) -> Task:
         now = self._clock()
@@ -314,8 +335,8 @@ class Settler:
         def decide(state: lifecycle.TaskState) -> Step:
             return Step("requeue", lifecycle.requeued(state, now))
 
-        queue, _, flat = await self.one(task_id, decide, Presumed(task_id, TaskStatus.FAILED))
-        return to_task(queue, flat)
+        queue, _, row = await self.one(task_id, decide, Presumed(task_id, TaskStatus.FAILED))
+        return row_task(queue, row)
 
 
 _DECIDE = ("s", "li", "le", "cr", "at", "ma", "bo", "ls")

@@ -1,13 +1,20 @@
-"""Taking tasks in Redis: the domain's strategies choose, a script claims.
+"""Taking tasks in Redis: one TAKE script where the choice is plain, else the domain's
+strategies choose and a script claims.
 
-The strategies (conveyor.domain.strategies) read a `LaneSource` synchronously, so a take
-first reads what they may ask into a `Snapshot` (one SNAPSHOT script per queue, in one round
-trip): each listed lane's queued count and oldest `size` tasks, and each queue's running
-count. `select` runs over the snapshot. What the snapshot could not answer exactly (the fair
-strategy's groups, which depend on where its rotation stands) is recorded as a miss, read,
-and `select` runs again from the same rotation. Then CLAIM leases the chosen tasks, each only
-if it is still queued (another server may have taken it meanwhile); a take that got fewer
-than it chose tries again for the rest.
+Most takes name one queue, and then fifo, active_passive, round_robin (over one source)
+and sequential all choose the same way: the oldest queued tasks of the queue's lanes, lane
+after lane in a fixed order (sequential: one, and none while the queue runs a task). TAKE
+does exactly that in one round trip, as the strategies (conveyor.domain.strategies) would
+over the same state; tests/conformance holds both paths to the same answers.
+
+Otherwise the strategies read a `LaneSource` synchronously, so a take first reads what they
+may ask into a `Snapshot` (one SNAPSHOT script per queue, in one round trip): each listed
+lane's queued count and oldest `size` tasks, and each queue's running count. `select` runs
+over the snapshot. What the snapshot could not answer exactly (the fair strategy's groups,
+which depend on where its rotation stands) is recorded as a miss, read, and `select` runs
+again from the same rotation. Then CLAIM leases the chosen tasks, each only if it is still
+queued (another server may have taken it meanwhile); a take that got fewer than it chose
+tries again for the rest.
 """
 
 from __future__ import annotations
@@ -16,13 +23,13 @@ import bisect
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.domain.ids import new_lease_id
+from conveyor.domain.ids import new_lease_ids
 from conveyor.domain.queues import Lane, Source
 from conveyor.domain.strategies import Candidate, Rotation, Strategy, select
 from conveyor.domain.tasks import Task
 from conveyor.engines.engine import TakeRequest
 from conveyor.engines.redis.client import Arg, Link
-from conveyor.engines.redis.codec import to_task
+from conveyor.engines.redis.codec import row_task
 from conveyor.engines.redis.keys import Keys
 
 ROUNDS = 50  # claims per take while other takers keep winning the chosen tasks
@@ -200,32 +207,58 @@ async def claim(
     by_queue: dict[str, list[Arg]] = {}
     for candidate in chosen:
         by_queue.setdefault(candidate.lane.queue, []).append(candidate.task_id)
-    one = "1" if request.strategy is Strategy.SEQUENTIAL else "0"
-    expires_at = now + request.lease_s
     batch = link.batch()
     for queue, ids in by_queue.items():
-        lease_ids = [new_lease_id() for _ in range(min(most, len(ids)))]
-        batch.script(
-            "claim",
-            keys.queue(queue),
-            keys.prefix,
-            now,
-            expires_at,
-            request.lease_s,
-            request.worker_id,
-            one,
-            len(lease_ids),
-            *lease_ids,
-            *ids,
-        )
+        count = min(most, len(ids))
+        batch.script("claim", keys.queue(queue), *_lease_args(keys, request, now, count), *ids)
     taken: dict[str, Task] = {}
     for queue, reply in zip(by_queue, await batch.run(), strict=True):
         if isinstance(reply, Exception):
             raise reply
-        for flat in reply:
-            task = to_task(queue, flat)
+        for row in reply:
+            task = row_task(queue, row)
             taken[task.task_id] = task
     return [taken[c.task_id] for c in chosen if c.task_id in taken]
+
+
+def _lease_args(keys: Keys, request: TakeRequest, now: float, count: int) -> list[Arg]:
+    """The arguments CLAIM and TAKE share (scripts._LEASE) for leasing up to `count`."""
+    return [
+        keys.prefix,
+        now,
+        now + request.lease_s,
+        request.lease_s,
+        request.worker_id,
+        "1" if request.strategy is Strategy.SEQUENTIAL else "0",
+        count,
+        new_lease_ids(count),
+    ]
+
+
+def lanes_in_order(request: TakeRequest) -> list[int] | None:
+    """The levels whose oldest tasks the request's strategy takes, lane after lane, when
+    it names one queue and chooses that plainly (see the module's docstring); else None."""
+    sources = request.sources
+    if not sources or any(s.queue != sources[0].queue for s in sources):
+        return None
+    strategy = request.strategy
+    if strategy in (Strategy.FIFO, Strategy.ROUND_ROBIN) and len(sources) > 1:
+        return None  # fifo merges the sources' heads by age; round_robin alternates them
+    if strategy is Strategy.FAIR:
+        return None  # groups in turn, from where the rotation stands
+    return list(dict.fromkeys(level for s in sources for level in s.levels))
+
+
+async def take_lanes(
+    link: Link, keys: Keys, request: TakeRequest, levels: list[int], now: float
+) -> list[Task]:
+    """Lease the oldest queued tasks of one queue's `levels`, lane after lane (TAKE)."""
+    queue = request.sources[0].queue
+    most = 1 if request.strategy is Strategy.SEQUENTIAL else request.size
+    reply = await link.run(
+        "take", keys.queue(queue), *_lease_args(keys, request, now, most), *levels
+    )
+    return [row_task(queue, row) for row in reply]
 
 
 async def take(
@@ -237,6 +270,9 @@ async def take(
     spares: Spare,
 ) -> list[Task]:
     """Lease up to `request.size` tasks by the request's strategy."""
+    levels = lanes_in_order(request)
+    if levels is not None:
+        return await take_lanes(link, keys, request, levels, now)
     tasks: list[Task] = []
     for _ in range(ROUNDS):
         size = request.size - len(tasks)
@@ -261,6 +297,6 @@ def _sparing(request: TakeRequest) -> bool:
     """Whether to choose spare candidates, so that losing a few to other takers costs no
     second round trip: only where choosing more changes nothing about the first ones (fifo
     and active_passive keep no rotation, and their order extends) and where one script
-    claims them all (one queue)."""
+    claims them all (one queue; such takes mostly go by TAKE)."""
     one_queue = len({s.queue for s in request.sources}) == 1
     return one_queue and request.strategy in (Strategy.FIFO, Strategy.ACTIVE_PASSIVE)
