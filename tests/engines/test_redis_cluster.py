@@ -21,7 +21,9 @@ from conveyor.domain.states import TaskStatus
 from conveyor.domain.tasks import TaskResult, TaskSpec
 from conveyor.engines import create_engine
 from conveyor.engines.redis import RedisEngine
+from conveyor.engines.redis.client import SHAS
 from conveyor.engines.redis.cluster import ClusterLink, parse_url, slot_of
+from conveyor.engines.redis.multiplex import Multiplexer, ReplyLost
 from conveyor.errors import EngineUnavailable, InvalidInput
 from conveyor.service.tasks import TaskService
 from tests._cluster import Cluster, running_cluster
@@ -325,3 +327,28 @@ async def test_a_server_without_cluster_mode_is_refused_clearly() -> None:
     engine = create_engine(f"redis+cluster://{parts.hostname}:{parts.port or 6379}/")
     with pytest.raises(EngineUnavailable, match="is no Redis Cluster"):
         await engine.open()
+
+
+async def test_a_take_whose_reply_is_lost_is_not_sent_again_on_a_cluster(
+    engine: RedisEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = TaskService(engine)
+    await service.register_queue(QueueConfig(name="q", max_attempts=1))
+    for _ in range(2):
+        await service.put(TaskSpec(queue="q"))
+    original = Multiplexer.exchange
+    dropped: list[bytes] = []
+
+    async def exchange(self: Multiplexer, packed: bytes, count: int) -> list[object]:
+        replies = await original(self, packed, count)  # the node ran it
+        if SHAS["take"].encode() in packed and not dropped:
+            dropped.append(packed)
+            raise ReplyLost("the node closed the connection (after the commands were sent)")
+        return replies
+
+    monkeypatch.setattr(Multiplexer, "exchange", exchange)
+    with pytest.raises(EngineUnavailable, match="may or may not"):
+        await service.take(["q"], size=1)
+    monkeypatch.undo()
+    stats = await engine.queue_stats("q")
+    assert (stats.total(TaskStatus.RUNNING), stats.total(TaskStatus.QUEUED)) == (1, 1)

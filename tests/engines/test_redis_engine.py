@@ -24,7 +24,9 @@ from conveyor.domain.tasks import TaskError, TaskResult, TaskSpec
 from conveyor.engines import create_engine
 from conveyor.engines.engine import Record
 from conveyor.engines.redis import RedisEngine
+from conveyor.engines.redis.client import SHAS, replayable
 from conveyor.engines.redis.keys import hash_tag
+from conveyor.engines.redis.multiplex import Multiplexer, ReplyLost
 from conveyor.errors import EngineUnavailable
 from conveyor.service.tasks import TaskService
 from tests.conftest import REDIS_URL, redis_url
@@ -332,3 +334,70 @@ async def test_the_engine_carries_on_after_redis_restarts() -> None:
         await engine.close()
         server.terminate()
         await server.wait()
+
+
+def _reply_lost_once(monkeypatch: pytest.MonkeyPatch, script: str) -> list[bytes]:
+    """Make the first exchange carrying `script` run on Redis, then lose its reply as a
+    dropped connection does (the multiplexer's ReplyLost); the exchanges dropped."""
+    original = Multiplexer.exchange
+    dropped: list[bytes] = []
+
+    async def exchange(self: Multiplexer, packed: bytes, count: int) -> list[object]:
+        replies = await original(self, packed, count)  # Redis ran it
+        if SHAS[script].encode() in packed and not dropped:
+            dropped.append(packed)
+            raise ReplyLost("Redis closed the connection (after the commands were sent)")
+        return replies
+
+    monkeypatch.setattr(Multiplexer, "exchange", exchange)
+    return dropped
+
+
+async def test_a_take_whose_reply_is_lost_is_not_sent_again(
+    engine: RedisEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = TaskService(engine)
+    await service.register_queue(QueueConfig(name="q", max_attempts=1))
+    for _ in range(2):
+        await service.put(TaskSpec(queue="q"))
+    dropped = _reply_lost_once(monkeypatch, "take")
+    # sending it again would lease a second task: the first one's lease went to nobody
+    with pytest.raises(EngineUnavailable, match="may or may not"):
+        await service.take(["q"], size=1)
+    monkeypatch.undo()
+    assert len(dropped) == 1
+    stats = await engine.queue_stats("q")
+    assert (stats.total(TaskStatus.RUNNING), stats.total(TaskStatus.QUEUED)) == (1, 1)
+
+
+async def test_a_complete_whose_reply_is_lost_is_not_answered_lease_lost(
+    engine: RedisEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = TaskService(engine)
+    await service.put(TaskSpec(queue="q"))
+    (task,) = await service.take(["q"])
+    _reply_lost_once(monkeypatch, "settle")
+    # sent again, the complete would find its own result and answer 409 (lease lost)
+    with pytest.raises(EngineUnavailable, match="may or may not"):
+        await service.complete(task.task_id, task.lease_id or "", OK)
+    monkeypatch.undo()
+    stored = await engine.get_task(task.task_id)
+    assert stored.status is TaskStatus.SUCCEEDED
+    assert stored.result == OK
+
+
+async def test_a_read_whose_reply_is_lost_is_sent_again(
+    engine: RedisEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = TaskService(engine)
+    await service.put(TaskSpec(queue="q"))
+    dropped = _reply_lost_once(monkeypatch, "stats")
+    stats = await engine.queue_stats("q")
+    assert dropped
+    assert stats.total(TaskStatus.QUEUED) == 1
+
+
+def test_only_what_changes_nothing_is_replayable() -> None:
+    assert replayable([("snapshot", ("k",)), (None, ("HGET", "k", "f")), (None, (b"zrange", "k"))])
+    assert not replayable([("snapshot", ("k",)), ("take", ("k",))])
+    assert not replayable([(None, ("HSET", "k", "f", "v"))])

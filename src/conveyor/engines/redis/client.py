@@ -30,7 +30,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.engines.redis import scripts
-from conveyor.engines.redis.multiplex import Multiplexer
+from conveyor.engines.redis.multiplex import Multiplexer, ReplyLost
 from conveyor.errors import EngineUnavailable
 
 Arg = str | bytes | int | float
@@ -41,6 +41,44 @@ BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0)
 DEFAULT_MAX_CONNECTIONS = 64
 REPLY_TIMEOUT_S = 30.0  # a script over 10,000 tasks takes well under a second
 LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# What may be sent again after its reply was lost: scripts and commands that change
+# nothing. Anything else may have run, and running it twice would lease tasks nobody
+# holds or answer a stored result with a lost lease; it fails with EngineUnavailable.
+READ_ONLY_SCRIPTS = frozenset({"snapshot", "list", "stats", "record_page", "batch_to_cancel"})
+READ_ONLY_COMMANDS = frozenset(
+    {
+        b"PING", b"SCRIPT", b"CLUSTER", b"INFO", b"SCAN", b"EXISTS", b"TYPE",
+        b"GET", b"MGET", b"HGET", b"HMGET", b"HGETALL", b"HEXISTS", b"HLEN", b"HKEYS",
+        b"ZRANGE", b"ZRANGEBYSCORE", b"ZREVRANGE", b"ZRANGEBYLEX", b"ZSCORE", b"ZCARD",
+        b"ZCOUNT", b"ZRANK", b"ZMSCORE", b"LRANGE", b"LLEN", b"SMEMBERS", b"SCARD",
+        b"SISMEMBER",
+    }
+)  # fmt: skip
+
+
+def replayable(ops: Sequence[Op]) -> bool:
+    """Whether `ops` change nothing, so that they may be sent again after a lost reply."""
+    for name, args in ops:
+        if name is not None:
+            if name not in READ_ONLY_SCRIPTS:
+                return False
+        else:
+            command = args[0]
+            word = command.encode() if isinstance(command, str) else command
+            if not isinstance(word, bytes) or word.upper() not in READ_ONLY_COMMANDS:
+                return False
+    return True
+
+
+def outcome_unknown(exc: Exception) -> EngineUnavailable:
+    """The error for a change whose reply was lost (it may or may not have been made)."""
+    return EngineUnavailable(
+        f"the connection to Redis was lost before it answered; the change may or may not"
+        f" have been made: {exc}"
+    )
+
+
 SETTINGS: dict[str, Any] = {
     "timeout": 30,
     "socket_keepalive": True,
@@ -187,8 +225,13 @@ class NodeLink(Link):
     def nodes(self) -> list[dict[str, Any]]:
         return [self.settings]
 
-    async def exchange(self, commands: bytes, count: int) -> list[Any]:
-        """Send packed commands at once; their `count` replies (a ResponseError is a reply)."""
+    async def exchange(self, commands: bytes, count: int, *, replay: bool = True) -> list[Any]:
+        """Send packed commands at once; their `count` replies (a ResponseError is a reply).
+
+        A connection that fails is opened again and the commands sent again, unless they
+        were written already and `replay` is False (they change something): then whether
+        they ran is unknown, and that is EngineUnavailable at once.
+        """
         with unavailable():
             for attempt in range(RETRIES + 1):
                 try:
@@ -198,6 +241,11 @@ class NodeLink(Link):
                     # a server that stopped answering: the connection is out of step now
                     self.mux.reset("Redis did not answer in time")
                     raise
+                except ReplyLost as exc:
+                    if not replay:
+                        raise outcome_unknown(exc) from exc
+                    if attempt == RETRIES:
+                        raise
                 except LOST:
                     if attempt == RETRIES:
                         raise
@@ -205,7 +253,7 @@ class NodeLink(Link):
         raise AssertionError("unreachable")
 
     async def call(self, *args: Arg) -> Any:
-        (reply,) = await self.exchange(pack(args), 1)
+        (reply,) = await self.exchange(pack(args), 1, replay=replayable(((None, args),)))
         if isinstance(reply, ResponseError):
             raise reply
         return reply
@@ -214,13 +262,14 @@ class NodeLink(Link):
         if not ops:
             return []
         packed = b"".join([pack_op(name, args) for name, args in ops])
-        replies = await self.exchange(packed, len(ops))
+        replay = replayable(ops)
+        replies = await self.exchange(packed, len(ops), replay=replay)
         for index, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):  # nothing ran: load it and run it again
                 name, args = ops[index]
                 assert name is not None
                 await self.call("SCRIPT", "LOAD", scripts.ALL[name])
-                (replies[index],) = await self.exchange(pack_op(name, args), 1)
+                (replies[index],) = await self.exchange(pack_op(name, args), 1, replay=replay)
         return replies
 
 

@@ -44,12 +44,14 @@ from conveyor.engines.redis.client import (
     Link,
     Op,
     check_loaded,
+    outcome_unknown,
     pack,
     pack_op,
     prefix_pattern,
+    replayable,
     unavailable,
 )
-from conveyor.engines.redis.multiplex import Multiplexer
+from conveyor.engines.redis.multiplex import Multiplexer, ReplyLost
 from conveyor.errors import EngineUnavailable, InvalidInput
 
 SLOTS = 16384
@@ -254,6 +256,8 @@ class ClusterLink(Link):
                 if isinstance(result, BaseException):
                     if not isinstance(result, LOST):
                         raise result
+                    if isinstance(result, ReplyLost) and not replayable([ops[i] for i in indexes]):
+                        raise outcome_unknown(result)
                     failure = result
                     retry.extend(indexes)
                     self._stale = wait = True

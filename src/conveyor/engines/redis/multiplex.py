@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 READ_SIZE = 1 << 16
 
 
+class ReplyLost(RedisConnectionError):
+    """The connection was lost after the commands were written: whether Redis ran them is
+    unknown, so only a command that changes nothing may be sent again."""
+
+
 def _error(message: str) -> ResponseError:
     """An error reply as redis-py would raise it (NOSCRIPT typed, a generic ERR stripped)."""
     if message.startswith("NOSCRIPT"):
@@ -143,7 +148,8 @@ class Multiplexer:
             self._dead.append(conn)
         inflight = list(self._inflight)
         self._inflight.clear()
-        _fail(inflight, error)
+        # written (or being written): Redis may have run them
+        _fail(inflight, ReplyLost(f"{error} (after the commands were sent)"))
 
     async def close(self) -> None:
         task, self._reader_task = self._reader_task, None
