@@ -200,33 +200,63 @@ async def test_a_stale_map_is_corrected_by_moved(engine: RedisEngine, cluster: C
     assert (await engine.get_task(put.task_id)).queue == name
 
 
-async def test_a_migrating_slot_is_followed_by_ask(engine: RedisEngine, cluster: Cluster) -> None:
+async def test_a_script_waits_while_its_slot_migrates(
+    engine: RedisEngine, cluster: Cluster
+) -> None:
     service = TaskService(engine)
     name = _queue_on(engine, cluster, cluster.ports[0])
     await service.register_queue(QueueConfig(name=name))
     first = await service.put(TaskSpec(queue=name))
     slot = key_slot(_base(engine, name).encode())
     link = _link(engine)
-    cluster.move_slot(slot, cluster.ports[2], finish=False)  # keys moved, slot still migrating
+    # keys moved, slot still migrating: the source answers ASK to every script, whose
+    # KEYS[1] is no key; run on the target, a script could see half a queue
+    cluster.move_slot(slot, cluster.ports[2], finish=False)
     finished = False
     try:
-        second = await service.put(TaskSpec(queue=name))  # ASK: run on the importing node
-        taken = await service.take([name], size=5)
-        assert link.redirected == {"MOVED": 0, "ASK": link.redirected["ASK"]}
-        assert link.redirected["ASK"] >= 3
-        assert {t.task_id for t in taken} == {first.task_id, second.task_id}
-        # ASK does not change the map: the slot is still the old node's until it is moved
-        assert _owner(link, slot) == cluster.ports[0]
+        put = asyncio.create_task(service.put(TaskSpec(queue=name)))
+        await asyncio.sleep(0.3)
+        assert not put.done()  # waiting for the migration to end
+        assert link.redirected["ASK"] > 0
         cluster.finish_move(slot, cluster.ports[2])
         finished = True
-        for task in taken:
-            done = await service.complete(task.task_id, task.lease_id or "", OK)  # MOVED
-            assert done.status is TaskStatus.SUCCEEDED
+        second = await put  # MOVED to the new owner, then run there
         assert link.redirected["MOVED"] > 0
+        assert _owner(link, slot) == cluster.ports[2]
+        taken = await service.take([name], size=5)
+        assert {t.task_id for t in taken} == {first.task_id, second.task_id}
+        for task in taken:
+            done = await service.complete(task.task_id, task.lease_id or "", OK)
+            assert done.status is TaskStatus.SUCCEEDED
     finally:
         if not finished:
             cluster.finish_move(slot, cluster.ports[2])
         cluster.move_slot(slot, cluster.ports[0])
+
+
+async def test_a_slot_that_only_starts_migrating_keeps_its_scripts_on_the_source(
+    engine: RedisEngine, cluster: Cluster
+) -> None:
+    service = TaskService(engine)
+    name = _queue_on(engine, cluster, cluster.ports[0])
+    await service.register_queue(QueueConfig(name=name))
+    await service.put(TaskSpec(queue=name))
+    (task,) = await service.take([name])
+    slot = key_slot(_base(engine, name).encode())
+    source, target = cluster.ports[0], cluster.ports[1]
+    with cluster.client(source) as src, cluster.client(target) as dst:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(source))
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(target))
+    try:
+        complete = asyncio.create_task(service.complete(task.task_id, task.lease_id or "", OK))
+        await asyncio.sleep(0.3)
+        assert not complete.done()  # not run on the target, where no key of the queue is
+    finally:  # the resharding is called off: the slot stays on the source
+        with cluster.client(source) as src, cluster.client(target) as dst:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+            src.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+    assert (await complete).status is TaskStatus.SUCCEEDED
+    assert not any(cluster.keys(f"{_base(engine, name)}*")[target] or [])
 
 
 async def test_scripts_are_loaded_again_on_the_node_that_lost_them(

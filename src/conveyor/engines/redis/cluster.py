@@ -273,6 +273,17 @@ class ClusterLink(Link):
                         _, slot, address = text.split(" ", 2)
                         self._slots[int(slot)] = self._node_at(address, node)
                         self._stale = True  # most likely a resharding or failover: re-read
+                    elif text.startswith("ASK ") and ops[index][0] is not None:
+                        # A script's KEYS[1] is its queue's key base, never a key itself:
+                        # the source answers ASK from the moment the slot starts migrating,
+                        # and on the target the script would see only the keys moved so
+                        # far. It waits for the migration to end (then MOVED, or the slot
+                        # stays where it was): a resharding pauses the queues it moves.
+                        self.redirected["ASK"] += 1
+                        failure = EngineUnavailable(
+                            f"the slot of {ops[index][1][0]!r} is being migrated"
+                        )
+                        wait = True
                     elif text.startswith("ASK "):
                         self.redirected["ASK"] += 1
                         asking[index] = self._node_at(text.split(" ", 2)[2], node)
