@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,7 +22,7 @@ from conveyor.domain.states import TaskStatus
 from conveyor.domain.tasks import TaskResult, TaskSpec
 from conveyor.engines import create_engine
 from conveyor.engines.redis import RedisEngine
-from conveyor.engines.redis.client import SHAS
+from conveyor.engines.redis.client import SHAS, Op
 from conveyor.engines.redis.cluster import ClusterLink, parse_url, slot_of
 from conveyor.engines.redis.multiplex import Multiplexer, ReplyLost
 from conveyor.errors import EngineUnavailable, InvalidInput
@@ -382,3 +383,24 @@ async def test_a_take_whose_reply_is_lost_is_not_sent_again_on_a_cluster(
     monkeypatch.undo()
     stats = await engine.queue_stats("q")
     assert (stats.total(TaskStatus.RUNNING), stats.total(TaskStatus.QUEUED)) == (1, 1)
+
+
+async def test_a_put_writes_the_task_index_before_the_tasks(
+    engine: RedisEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the index lives on some node, the queue maybe on another: sent in one batch, the two
+    # parts would run in either order, and a task could be taken before its id is found
+    service = TaskService(engine)
+    await service.register_queue(QueueConfig(name="q"))
+    await service.put(TaskSpec(queue="q"))  # the queue's settings are cached by now
+    link = _link(engine)
+    sent: list[list[str]] = []
+    original = link.send
+
+    async def send(ops: Sequence[Op]) -> list[Any]:
+        sent.append([name or str(args[0]) for name, args in ops])
+        return await original(ops)
+
+    monkeypatch.setattr(link, "send", send)
+    await service.put(TaskSpec(queue="q"))
+    assert sent == [["HSET"], ["put"]]

@@ -147,6 +147,10 @@ class Link:
     command and script sent to the node owning its key's slot).
     """
 
+    # Whether a batch's commands run in the order given. One server runs a pipeline in
+    # order; a cluster sends each node its part at once, so parts may run in any order.
+    ordered = True
+
     async def open(self) -> None:
         """Check the server answers and load every script."""
         raise NotImplementedError

@@ -141,6 +141,8 @@ class _Node:
 class ClusterLink(Link):
     """A link to a Redis Cluster, from any of its nodes (the seeds of the URL)."""
 
+    ordered = False
+
     def __init__(self, url: str) -> None:
         self.url = url
         seeds, self._kwargs = parse_url(url)

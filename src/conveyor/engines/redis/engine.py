@@ -188,6 +188,11 @@ class RedisEngine:
         batches = {t.batch_id: t.queue for t in tasks if t.batch_id is not None}
         if batches:
             batch.call("HSET", keys.batches, *(x for pair in batches.items() for x in pair))
+        if not p.link.ordered and len(batch):
+            # on a cluster the index lives on another node: it is written first, so that
+            # no put task (already takeable) lacks the entry its id is found by
+            await batch.run()
+            batch = p.link.batch()
         first = len(batch)
         for queue, indexes in by_queue.items():
             group = [tasks[i] for i in indexes]
