@@ -172,12 +172,31 @@ class ClusterLink(Link):
             await node.mux.close()
 
     async def ready(self) -> bool:
-        """Every master answers, and says the cluster is ok."""
+        """Every master answers, and says the cluster is ok. A master that does not is
+        looked for again in a fresh slot map first: an idle server (one a load balancer
+        stopped sending to) would otherwise never see the failover that replaced it."""
+        if await self._all_ok():
+            return True
+        self._stale = True
+        try:
+            await self._refresh()
+        except (*LOST, EngineUnavailable):
+            return False
+        return await self._all_ok()
+
+    async def _all_ok(self) -> bool:
         masters = self._masters
         if not masters:
             return False
-        replies = await asyncio.gather(*(n.mux.exchange(_CLUSTER_INFO, 1) for n in masters))
-        return all(isinstance(info, bytes) and b"cluster_state:ok" in info for (info,) in replies)
+        replies = await asyncio.gather(
+            *(n.mux.exchange(_CLUSTER_INFO, 1) for n in masters), return_exceptions=True
+        )
+        return all(
+            not isinstance(reply, BaseException)
+            and isinstance(reply[0], bytes)
+            and b"cluster_state:ok" in reply[0]
+            for reply in replies
+        )
 
     def nodes(self) -> list[dict[str, Any]]:
         known = {node.address: node for node in (*self._masters, *self._seeds)}
