@@ -13,6 +13,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
@@ -24,9 +25,11 @@ from conveyor.domain.tasks import TaskError, TaskResult, TaskSpec
 from conveyor.engines import create_engine
 from conveyor.engines.engine import Record
 from conveyor.engines.redis import RedisEngine
+from conveyor.engines.redis import subscriber as subscriber_module
 from conveyor.engines.redis.client import SHAS, replayable
 from conveyor.engines.redis.keys import hash_tag
 from conveyor.engines.redis.multiplex import Multiplexer, ReplyLost
+from conveyor.engines.redis.subscriber import Subscriber
 from conveyor.errors import EngineUnavailable
 from conveyor.service.tasks import TaskService
 from tests.conftest import REDIS_URL, redis_url
@@ -401,3 +404,68 @@ def test_only_what_changes_nothing_is_replayable() -> None:
     assert replayable([("snapshot", ("k",)), (None, ("HGET", "k", "f")), (None, (b"zrange", "k"))])
     assert not replayable([("snapshot", ("k",)), ("take", ("k",))])
     assert not replayable([(None, ("HSET", "k", "f", "v"))])
+
+
+class _Proxy:
+    """A TCP relay to the test Redis whose connections can go silent (a host gone without
+    a reset): `silence()` makes the connections open now drop every byte."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._silenced: list[list[bool]] = []
+        self._writers: list[asyncio.StreamWriter] = []
+
+    def silence(self) -> None:
+        for flag in self._silenced:
+            flag[0] = True
+
+    async def __aenter__(self) -> _Proxy:
+        target = urlsplit(REDIS_URL)
+        self._target = (target.hostname or "127.0.0.1", target.port or 6379)
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await asyncio.sleep(0.05)  # the relays see their streams end
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        silent = [False]
+        self._silenced.append(silent)
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        self._writers += [writer, upstream_writer]
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                if not silent[0]:  # silent: bytes vanish, nothing is closed
+                    sink.write(data)
+            sink.close()
+
+        await asyncio.gather(
+            pump(reader, upstream_writer), pump(upstream_reader, writer), return_exceptions=True
+        )
+
+
+async def test_a_pub_sub_connection_gone_silent_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(subscriber_module, "HEALTH_S", 0.05)
+    monkeypatch.setattr(subscriber_module, "STALE_AFTER_S", 0.3)
+    async with _Proxy() as proxy:
+        node = {"host": "127.0.0.1", "port": proxy.port}
+        subscriber = Subscriber(lambda: [node], [b"always"], lambda _: None)
+        await subscriber.start()
+        try:
+            async with subscriber.watch([b"channel"]) as watch:
+                assert proxy.connections == 1
+                proxy.silence()  # a message published now would never arrive
+                # the PINGs go unanswered: the connection is dropped and made again, and
+                # every watch woken, since it may have missed a message
+                assert await watch.wait(5.0)
+                assert proxy.connections == 2
+        finally:
+            await subscriber.close()

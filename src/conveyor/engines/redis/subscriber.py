@@ -7,7 +7,9 @@ SUBSCRIBE, so a watch registered before a put cannot miss that put's message.
 
 If the connection drops, the listener reconnects with backoff, subscribes again to every
 channel still wanted and wakes every watch: a message may have been missed meanwhile, and a
-spurious wake-up costs a waiter one look.
+spurious wake-up costs a waiter one look. A connection that silently stops carrying
+anything (a host gone without a reset) is found by a PING every HEALTH_S: with nothing
+heard for STALE_AFTER_S it is dropped, which starts the same reconnection.
 
 On Redis Cluster a PUBLISH reaches the subscribers of every node (the cluster bus carries
 it), so one connection to any node hears every channel. The link names the nodes it knows
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT_S = 10.0
 RECONNECT_CAP_S = 1.0
+HEALTH_S = 5.0  # a PING this often on a quiet connection
+STALE_AFTER_S = 3 * HEALTH_S  # nothing heard for this long: the connection is dead
+CONNECT_TIMEOUT_S = 5.0  # connecting includes a handshake, which a dead host never answers
 
 
 class Watch:
@@ -72,6 +77,8 @@ class Subscriber:
         self._lock = asyncio.Lock()  # one writer on the connection at a time
         self._connected = False
         self._task: asyncio.Task[None] | None = None
+        self._health: asyncio.Task[None] | None = None
+        self._heard_at = 0.0  # loop time of the last reply read
 
     async def start(self) -> None:
         """Connect and subscribe to the channels always listened to."""
@@ -79,9 +86,15 @@ class Subscriber:
             await self._connect()
         except (RedisError, OSError) as exc:
             raise EngineUnavailable(f"Redis pub/sub cannot be reached: {exc}") from exc
+        self._heard_at = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._listen(), name="conveyor-redis-subscriber")
+        self._health = asyncio.create_task(self._check_health(), name="conveyor-redis-ping")
 
     async def close(self) -> None:
+        if self._health is not None:
+            self._health.cancel()
+            await asyncio.wait([self._health])
+            self._health = None
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task])  # it ends cancelled; its exception is not ours
@@ -181,7 +194,7 @@ class Subscriber:
     async def _reach(self) -> None:
         """Connect to the current node or, failing that, to each other one in turn."""
         try:
-            await self._conn.connect()  # type: ignore[no-untyped-call]
+            await asyncio.wait_for(self._conn.connect(), CONNECT_TIMEOUT_S)  # type: ignore[no-untyped-call]
             return
         except (RedisError, OSError) as exc:
             failure: RedisError | OSError = exc
@@ -191,7 +204,7 @@ class Subscriber:
                 continue
             conn = _connection(kwargs)
             try:
-                await conn.connect()  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(conn.connect(), CONNECT_TIMEOUT_S)  # type: ignore[no-untyped-call]
             except (RedisError, OSError) as exc:
                 failure = exc
                 await conn.disconnect()
@@ -219,9 +232,24 @@ class Subscriber:
                         delay_s = min(delay_s * 2, RECONNECT_CAP_S)
                         log.debug("Redis pub/sub reconnect failed: %s", again)
                 delay_s = 0.02
+                self._heard_at = asyncio.get_running_loop().time()
                 self._wake_all()
                 continue
+            self._heard_at = asyncio.get_running_loop().time()
             self._dispatch(reply)
+
+    async def _check_health(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HEALTH_S)
+            if not self._connected:
+                continue  # the listener is reconnecting
+            if loop.time() - self._heard_at > STALE_AFTER_S:
+                log.warning("Redis pub/sub heard nothing for %g s; reconnecting", STALE_AFTER_S)
+                self._heard_at = loop.time()
+                await self._conn.disconnect()  # the listener's read fails and it reconnects
+                continue
+            await self._send("PING", [])  # answered ["pong", ""] while subscribed
 
     def _dispatch(self, reply: Any) -> None:
         if not isinstance(reply, list) or len(reply) < 3:
