@@ -30,7 +30,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.engines.redis import scripts
-from conveyor.engines.redis.multiplex import Multiplexer
+from conveyor.engines.redis.multiplex import Late, Multiplexer
 from conveyor.errors import EngineUnavailable
 
 Arg = str | bytes | int | float
@@ -39,7 +39,6 @@ Op = tuple[str | None, tuple[Arg, ...]]  # (script name or None for a command, i
 RETRIES = 8  # with the backoff below: about 4 s of a restarting server before giving up
 BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0)
 DEFAULT_MAX_CONNECTIONS = 64
-REPLY_TIMEOUT_S = 30.0  # a script over 10,000 tasks takes well under a second
 LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 SETTINGS: dict[str, Any] = {
     "timeout": 30,
@@ -188,20 +187,19 @@ class NodeLink(Link):
         return [self.settings]
 
     async def exchange(self, commands: bytes, count: int) -> list[Any]:
-        """Send packed commands at once; their `count` replies (a ResponseError is a reply)."""
-        with unavailable():
-            for attempt in range(RETRIES + 1):
-                try:
-                    async with asyncio.timeout(REPLY_TIMEOUT_S):
-                        return await self.mux.exchange(commands, count)
-                except TimeoutError:
-                    # a server that stopped answering: the connection is out of step now
-                    self.mux.reset("Redis did not answer in time")
-                    raise
-                except LOST:
-                    if attempt == RETRIES:
-                        raise
-                await asyncio.sleep(BACKOFF_S[attempt])
+        """Send packed commands at once; their `count` replies (a ResponseError is a reply).
+
+        The multiplexer's watchdog gives up a connection on which a reply is REPLY_TIMEOUT_S
+        late (Late, not tried again: the commands may have run)."""
+        for attempt in range(RETRIES + 1):
+            try:
+                return await self.mux.exchange(commands, count)
+            except Late as exc:
+                raise EngineUnavailable(f"Redis cannot be reached: {exc}") from exc
+            except LOST as exc:
+                if attempt == RETRIES:
+                    raise EngineUnavailable(f"Redis cannot be reached: {exc}") from exc
+            await asyncio.sleep(BACKOFF_S[attempt])
         raise AssertionError("unreachable")
 
     async def call(self, *args: Arg) -> Any:
