@@ -30,7 +30,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.engines.redis import scripts
-from conveyor.engines.redis.multiplex import Multiplexer, ReplyLost
+from conveyor.engines.redis.multiplex import Late, Multiplexer, ReplyLost
 from conveyor.errors import EngineUnavailable
 
 Arg = str | bytes | int | float
@@ -39,7 +39,6 @@ Op = tuple[str | None, tuple[Arg, ...]]  # (script name or None for a command, i
 RETRIES = 8  # with the backoff below: about 4 s of a restarting server before giving up
 BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0)
 DEFAULT_MAX_CONNECTIONS = 64
-REPLY_TIMEOUT_S = 30.0  # a script over 10,000 tasks takes well under a second
 LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # What may be sent again after its reply was lost: scripts and commands that change
@@ -234,26 +233,23 @@ class NodeLink(Link):
 
         A connection that fails is opened again and the commands sent again, unless they
         were written already and `replay` is False (they change something): then whether
-        they ran is unknown, and that is EngineUnavailable at once.
-        """
-        with unavailable():
-            for attempt in range(RETRIES + 1):
-                try:
-                    async with asyncio.timeout(REPLY_TIMEOUT_S):
-                        return await self.mux.exchange(commands, count)
-                except TimeoutError:
-                    # a server that stopped answering: the connection is out of step now
-                    self.mux.reset("Redis did not answer in time")
-                    raise
-                except ReplyLost as exc:
-                    if not replay:
-                        raise outcome_unknown(exc) from exc
-                    if attempt == RETRIES:
-                        raise
-                except LOST:
-                    if attempt == RETRIES:
-                        raise
-                await asyncio.sleep(BACKOFF_S[attempt])
+        they ran is unknown, and that is EngineUnavailable at once. The multiplexer's
+        watchdog gives up a connection on which a reply is REPLY_TIMEOUT_S late (Late, not
+        tried again: the commands may have run)."""
+        for attempt in range(RETRIES + 1):
+            try:
+                return await self.mux.exchange(commands, count)
+            except Late as exc:
+                raise EngineUnavailable(f"Redis cannot be reached: {exc}") from exc
+            except ReplyLost as exc:
+                if not replay:
+                    raise outcome_unknown(exc) from exc
+                if attempt == RETRIES:
+                    raise EngineUnavailable(f"Redis cannot be reached: {exc}") from exc
+            except LOST as exc:
+                if attempt == RETRIES:
+                    raise EngineUnavailable(f"Redis cannot be reached: {exc}") from exc
+            await asyncio.sleep(BACKOFF_S[attempt])
         raise AssertionError("unreachable")
 
     async def call(self, *args: Arg) -> Any:

@@ -37,7 +37,6 @@ from conveyor.engines.redis import scripts
 from conveyor.engines.redis.client import (
     BACKOFF_S,
     LOST,
-    REPLY_TIMEOUT_S,
     RETRIES,
     SETTINGS,
     Arg,
@@ -51,7 +50,7 @@ from conveyor.engines.redis.client import (
     replayable,
     unavailable,
 )
-from conveyor.engines.redis.multiplex import Multiplexer, ReplyLost
+from conveyor.engines.redis.multiplex import Late, Multiplexer, ReplyLost
 from conveyor.errors import EngineUnavailable, InvalidInput
 
 SLOTS = 16384
@@ -217,8 +216,10 @@ class ClusterLink(Link):
     async def send(self, ops: Sequence[Op]) -> list[Any]:
         if not ops:
             return []
-        with unavailable():
+        try:
             return await self._send(ops)
+        except LOST as exc:
+            raise EngineUnavailable(f"Redis cannot be reached: {exc}") from exc
 
     async def scan(self, base: str, cursor: int, count: int) -> tuple[int, list[bytes]]:
         # SCAN names no key: it goes where `base`'s slot lives, as a key under it would
@@ -357,11 +358,9 @@ class ClusterLink(Link):
 
     async def _exchange(self, node: _Node, packed: bytes, count: int) -> list[Any]:
         try:
-            async with asyncio.timeout(REPLY_TIMEOUT_S):
-                return await node.mux.exchange(packed, count)
-        except TimeoutError:
-            # a node that stopped answering: the connection is out of step now
-            node.mux.reset("Redis did not answer in time")
+            return await node.mux.exchange(packed, count)
+        except Late:
+            # a node that stopped answering (its multiplexer gave the connection up)
             raise EngineUnavailable(f"Redis node {node.address} did not answer in time") from None
 
     async def _load(self, node: _Node, name: str) -> None:

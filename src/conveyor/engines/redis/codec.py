@@ -1,11 +1,15 @@
 """Tasks in the Redis engine: a task's hash read back as a Task, a NewTask as script arguments,
 and the state a lifecycle decision is made on.
 
-Hash fields: id, s (status), lv, seq, ep, d (data JSON), rm, cb, to, cid, bid, g, md, at,
-ma, bo (backoff JSON), ra, ca, sa, fa (completed_at), ea (expires_at), rs (result JSON),
-rc (result code), er (error JSON), li (lease id), wi, le (lease expiry), ls (lease_s), cr
-(cancel requested), fp (fingerprint), cba (callback attempts). A field is absent for None.
-Times are stored as Python's repr of the float, so they read back exactly.
+Hash fields: id, s (status), lv, seq, x (the fields no script reads and nothing changes
+after put, in one JSON array: endpoint, response mode, timeout_s, custom_id, max_attempts,
+created_at; `fixed`), d (data JSON), cb, bid, g, md, at, bo (backoff JSON), ra, sa, fa
+(completed_at), ea (expires_at), rs (result JSON), rc (result code), er (error JSON), li
+(lease id), wi, le (lease expiry), ls (lease_s), cr (cancel requested), fp (fingerprint),
+cba (callback attempts). A field is absent for None, and at, cr and cba for 0, fp for ''
+(fewer fields: each one costs Redis on every HSET and HMGET of the hash). Times are stored
+as Python's repr of the float, so they read back exactly (JSON's floats too: msgspec
+writes the shortest text that reads back as the same double).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ _any = msgspec.json.Decoder().decode
 _result = msgspec.json.Decoder(TaskResult).decode
 _error = msgspec.json.Decoder(TaskError).decode
 _backoff = msgspec.json.Decoder(Backoff).decode
+_fixed = msgspec.json.Decoder(
+    tuple[str, str, float | None, str | None, int, float]  # x: ep rm to cid ma ca
+).decode
 encode = msgspec.json.Encoder().encode
 # put's rows: text only (Lua's cmsgpack reads no bin, and a Lua number would be stored
 # as Redis formats it, not as Python does)
@@ -80,25 +87,26 @@ def to_task(queue: str, flat: Sequence[bytes] | dict[bytes, bytes]) -> Task:
     metadata = get(b"md")
     result = get(b"rs")
     error = get(b"er")
+    endpoint, mode, timeout_s, custom_id, max_attempts, created_at = _fixed(f[b"x"])
     return Task(
         f[b"id"].decode(),
         queue,
         int(f[b"lv"]),
-        f[b"ep"].decode(),
+        endpoint,
         _any(f[b"d"]),
         STATUSES[f[b"s"]],
-        MODES[f[b"rm"]],
+        MODES[mode.encode()],
         _text(get(b"cb")),
-        _float(get(b"to")),
-        _text(get(b"cid")),
+        timeout_s,
+        custom_id,
         _text(get(b"bid")),
         f[b"g"].decode(),
         None if metadata is None else _any(metadata),
-        int(f[b"at"]),
-        int(f[b"ma"]),
+        int(get(b"at") or 0),
+        max_attempts,
         decode_backoff(f[b"bo"]),
         float(f[b"ra"]),
-        float(f[b"ca"]),
+        created_at,
         _float(get(b"sa")),
         _float(get(b"fa")),
         _float(get(b"ea")),
@@ -115,38 +123,38 @@ def to_task(queue: str, flat: Sequence[bytes] | dict[bytes, bytes]) -> Task:
 # Task's in order (the queue is the caller's), None for an absent one. Positional, so a
 # reply is read without building a dict first.
 ROW = (
-    "id", "s", "lv", "ep", "d", "rm", "cb", "to", "cid", "bid", "g", "md", "at", "ma",
-    "bo", "ra", "ca", "sa", "fa", "ea", "rs", "er", "li", "wi", "le", "cr",
+    "id", "s", "lv", "x", "d", "cb", "bid", "g", "md", "at", "bo", "ra", "sa", "fa", "ea",
+    "rs", "er", "li", "wi", "le", "cr",
 )  # fmt: skip
 
 
 def row_task(queue: str, row: Sequence[Any]) -> Task:
     """The Task a reply row (ROW) holds."""
     (
-        task_id, status, level, endpoint, data, mode, callback_url, timeout_s, custom_id,
-        batch_id, group, metadata, attempts, max_attempts, backoff, run_at, created_at,
-        started_at, completed_at, expires_at, result, error, lease_id, worker_id,
-        lease_expires_at, cancel,
+        task_id, status, level, fixed, data, callback_url, batch_id, group, metadata,
+        attempts, backoff, run_at, started_at, completed_at, expires_at, result, error,
+        lease_id, worker_id, lease_expires_at, cancel,
     ) = row  # fmt: skip
+    endpoint, mode, timeout_s, custom_id, max_attempts, created_at = _fixed(fixed)
     return Task(
         task_id.decode(),
         queue,
         int(level),
-        endpoint.decode(),
+        endpoint,
         _any(data),
         STATUSES[status],
-        MODES[mode],
+        MODES[mode.encode()],
         None if callback_url is None else callback_url.decode(),
-        None if timeout_s is None else float(timeout_s),
-        None if custom_id is None else custom_id.decode(),
+        timeout_s,
+        custom_id,
         None if batch_id is None else batch_id.decode(),
         group.decode(),
         None if metadata is None else _any(metadata),
         int(attempts or 0),
-        int(max_attempts),
+        max_attempts,
         decode_backoff(backoff),
         float(run_at),
-        float(created_at),
+        created_at,
         None if started_at is None else float(started_at),
         None if completed_at is None else float(completed_at),
         None if expires_at is None else float(expires_at),
@@ -168,9 +176,16 @@ def _time(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
+def fixed(t: NewTask) -> str:
+    """The `x` field: what no script reads and nothing changes after put, as JSON."""
+    return encode(
+        (t.endpoint, t.response_mode.value, t.timeout_s, t.custom_id, t.max_attempts, t.created_at)
+    ).decode()
+
+
 def put_args(tasks: Sequence[NewTask]) -> list[Arg]:
     """The PUT script's arguments for `tasks`, after the prefix: their small fields packed
-    in one MessagePack array (one argument, not sixteen per task), then each one's data and
+    in one MessagePack array (one argument, not nine per task), then each one's data and
     metadata JSON."""
     rows = []
     args: list[Arg] = [b""]
@@ -180,17 +195,12 @@ def put_args(tasks: Sequence[NewTask]) -> list[Arg]:
                 t.task_id,
                 str(t.level),
                 t.status.value,
-                t.endpoint,
-                t.response_mode.value,
+                fixed(t),
                 _optional_text(t.callback_url),
-                _time(t.timeout_s),
-                _optional_text(t.custom_id),
                 _optional_text(t.batch_id),
                 t.group,
-                str(t.max_attempts),
                 encode_backoff(t.backoff),
                 repr(t.run_at),
-                repr(t.created_at),
                 _time(t.expires_at),
                 t.fingerprint,
             )
@@ -221,9 +231,10 @@ class State:
     )
 
     def __init__(self, task_id: str, values: Sequence[bytes | None]) -> None:
-        status, lease_id, expiry, cancel, attempts, max_attempts, backoff, lease_s = values
+        status, lease_id, expiry, cancel, attempts, fixed, backoff, lease_s = values
         assert status is not None
         assert backoff is not None
+        assert fixed is not None
         self.task_id = task_id
         self.status = STATUSES[status]
         self.lease_id = _text(lease_id)
@@ -231,7 +242,7 @@ class State:
         self.lease_expires_at = _float(expiry)
         self.cancel_requested = cancel == b"1"
         self.attempts = int(attempts or 0)
-        self.max_attempts = int(max_attempts or 0)
+        self.max_attempts = _fixed(fixed)[4]
         self._backoff = backoff
         self.lease_s = _float(lease_s)
 

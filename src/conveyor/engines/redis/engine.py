@@ -236,13 +236,14 @@ class RedisEngine:
             batch.call("HGET", f"{self._keys.queue(queue)}meta", "paused")
         asked = [t for t in tasks if t.fingerprint]
         for task in asked:
-            batch.call("HGET", f"{self._keys.queue(task.queue)}t:{task.task_id}", "fp")
+            # fp is not stored when '': the status tells whether the task exists
+            batch.call("HMGET", f"{self._keys.queue(task.queue)}t:{task.task_id}", "s", "fp")
         replies = await batch.run()
         for queue, paused in zip(by_queue, replies, strict=False):
             if paused is None:
                 raise NotFound(f"queue {queue!r} does not exist")
-        for task, stored in zip(asked, replies[len(by_queue) :], strict=True):
-            if stored is not None and stored.decode() != task.fingerprint:
+        for task, (status, stored) in zip(asked, replies[len(by_queue) :], strict=True):
+            if status is not None and (stored or b"").decode() != task.fingerprint:
                 raise _conflict(task.task_id)
 
     async def _undo_index(self, tasks: Sequence[NewTask], indexes: list[int]) -> None:

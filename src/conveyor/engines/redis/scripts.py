@@ -164,7 +164,7 @@ _STATE = r"""
 -- what the scripts read of a task to move it (DECIDE is what Python decides on)
 local STATE = {'s', 'lv', 'g', 'bid', 'rc', 'seq', 'ra', 'le', 'fa', 'ea', 'li', 'cr', 'at',
                'ls', 'cb'}
-local DECIDE = {'s', 'li', 'le', 'cr', 'at', 'ma', 'bo', 'ls'}
+local DECIDE = {'s', 'li', 'le', 'cr', 'at', 'x', 'bo', 'ls'}
 
 local function load(id)
   local v = redis.call('HMGET', tkey(id), unpack(STATE))
@@ -180,8 +180,8 @@ end
 
 _ROW = r"""
 -- a task as its reply row (codec.ROW): the Task's fields in order, nil for none
-local ROW = {'id', 's', 'lv', 'ep', 'd', 'rm', 'cb', 'to', 'cid', 'bid', 'g', 'md', 'at', 'ma',
-             'bo', 'ra', 'ca', 'sa', 'fa', 'ea', 'rs', 'er', 'li', 'wi', 'le', 'cr'}
+local ROW = {'id', 's', 'lv', 'x', 'd', 'cb', 'bid', 'g', 'md', 'at', 'bo', 'ra', 'sa', 'fa',
+             'ea', 'rs', 'er', 'li', 'wi', 'le', 'cr'}
 local function row(id) return redis.call('HMGET', tkey(id), unpack(ROW)) end
 """
 
@@ -190,9 +190,9 @@ _SETTLE = r"""
 local function settle(t, o)
   leave(t)
   local k = tkey(t.id)
-  redis.call('HDEL', k, 'li', 'le', 'ls')
+  redis.call('HDEL', k, 'li', 'le', 'ls', 'cba')
   t.li, t.le, t.ls = nil, nil, nil
-  local set = {'s', o.s, 'cba', '0'}
+  local set = {'s', o.s}
   if o.fa ~= '' then
     set[#set + 1] = 'fa'; set[#set + 1] = o.fa; t.fa = o.fa
   else
@@ -236,8 +236,8 @@ end
 _LIB = _CORE + _COUNTS + _INDEXES + _STATE + _ROW + _SETTLE
 
 # ARGV: prefix, the tasks' small fields (a MessagePack array, codec.put_args: per task id lv
-# s ep rm cb to cid bid g ma bo ra ca ea fp, all text, numbers as stored; optional text is ''
-# for None, else 'v' + text), then per task its data JSON and metadata JSON ('' for none), which go
+# s x cb bid g bo ra ea fp, all text, numbers as stored; optional text is '' for None, else
+# 'v' + text), then per task its data JSON and metadata JSON ('' for none), which go
 # apart as they are bytes of any size. Returns 1/0 per task (created).
 PUT = (
     _CORE
@@ -251,9 +251,12 @@ local n = #rows
 local seen = {}
 local created = {}
 for i = 1, n do
-  local id, fp = rows[i][1], rows[i][16]
+  local id, fp = rows[i][1], rows[i][11]
   local known = seen[id]
-  if known == nil then known = redis.call('HGET', tkey(id), 'fp') end
+  if known == nil then
+    local v = redis.call('HMGET', tkey(id), 's', 'fp')  -- fp is not stored when ''
+    if v[1] then known = v[2] or '' end
+  end
   if known then
     if known ~= fp then return redis.error_reply('CONFLICT ' .. id) end
     created[i] = 0
@@ -272,19 +275,17 @@ for i = 1, n do
   if created[i] == 1 then
     local r = rows[i]
     local id, md = r[1], ARGV[2 + 2 * i]
-    local t = {id = id, lv = r[2], s = r[3], g = r[10], seq = seq, ra = r[13]}
-    local f = {'id', id, 's', t.s, 'lv', t.lv, 'seq', seq, 'ep', r[4], 'd', ARGV[1 + 2 * i],
-               'rm', r[5], 'g', t.g, 'at', '0', 'ma', r[11], 'bo', r[12], 'ra', t.ra,
-               'ca', r[14], 'cr', '0', 'cba', '0', 'fp', r[16]}
-    if r[6] ~= '' then t.cb = string.sub(r[6], 2); f[#f + 1] = 'cb'; f[#f + 1] = t.cb end
-    if r[7] ~= '' then f[#f + 1] = 'to'; f[#f + 1] = r[7] end
-    if r[8] ~= '' then f[#f + 1] = 'cid'; f[#f + 1] = string.sub(r[8], 2) end
-    if r[9] ~= '' then
-      t.bid = string.sub(r[9], 2); f[#f + 1] = 'bid'; f[#f + 1] = t.bid
+    local t = {id = id, lv = r[2], s = r[3], g = r[7], seq = seq, ra = r[9]}
+    local f = {'id', id, 's', t.s, 'lv', t.lv, 'seq', seq, 'x', r[4], 'd', ARGV[1 + 2 * i],
+               'g', t.g, 'bo', r[8], 'ra', t.ra}
+    if r[5] ~= '' then t.cb = string.sub(r[5], 2); f[#f + 1] = 'cb'; f[#f + 1] = t.cb end
+    if r[6] ~= '' then
+      t.bid = string.sub(r[6], 2); f[#f + 1] = 'bid'; f[#f + 1] = t.bid
       redis.call('ZADD', B .. 'b:' .. t.bid, seq, id)
     end
     if md ~= '' then f[#f + 1] = 'md'; f[#f + 1] = md end
-    if r[15] ~= '' then t.ea = r[15]; f[#f + 1] = 'ea'; f[#f + 1] = t.ea end
+    if r[10] ~= '' then t.ea = r[10]; f[#f + 1] = 'ea'; f[#f + 1] = t.ea end
+    if r[11] ~= '' then f[#f + 1] = 'fp'; f[#f + 1] = r[11] end
     redis.call('HSET', tkey(id), unpack(f))
     enter(t)
     seq = seq + 1
@@ -386,22 +387,22 @@ for i = 9, #ARGV do
     local v = redis.call('HMGET', k, unpack(FIELDS))
     local rc = v[#FIELDS]
     v[#FIELDS] = nil
-    local ids = groups[v[11]]
-    if not ids then ids = {}; groups[v[11]] = ids end
+    local ids = groups[v[8]]
+    if not ids then ids = {}; groups[v[8]] = ids end
     ids[#ids + 1] = id
-    local at = tostring(tonumber(v[13] or '0') + 1)
+    local at = tostring(tonumber(v[10] or '0') + 1)
     local li = string.sub(ARGV[8], #out * LEASE_ID + 1, (#out + 1) * LEASE_ID)
     redis.call('HSET', k, 's', 'running', 'at', at, 'sa', now, 'li', li, 'wi', wi, 'le', le,
                'ls', ls)
     running[#running + 1] = seq; running[#running + 1] = id
     leased[#leased + 1] = le; leased[#leased + 1] = id
-    if v[10] then
-      local moved = batches[v[10]] or {}
-      batches[v[10]] = moved
+    if v[7] then
+      local moved = batches[v[7]] or {}
+      batches[v[7]] = moved
       local f = 'queued:' .. (rc or '')
       moved[f] = (moved[f] or 0) + 1
     end
-    v[2], v[13], v[18], v[23], v[24], v[25] = 'running', at, now, li, wi, le
+    v[2], v[10], v[13], v[18], v[19], v[20] = 'running', at, now, li, wi, le
     out[#out + 1] = v
   end
   local n = #popped / 2
@@ -468,8 +469,7 @@ for i = 3, #ARGV, 15 do
       redis.call('PUBLISH', P .. ':t:' .. id, 'cancel')
     else
       if act == 'requeue' then
-        redis.call('HSET', k, 'at', '0')
-        redis.call('HDEL', k, 'er')
+        redis.call('HDEL', k, 'at', 'er')
       end
       settle(t, {s = ARGV[i + 8], ra = ARGV[i + 9], fa = ARGV[i + 10], rs = ARGV[i + 11],
                  rc = ARGV[i + 12], er = ARGV[i + 13]})

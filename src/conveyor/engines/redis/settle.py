@@ -339,4 +339,4 @@ class Settler:
         return row_task(queue, row)
 
 
-_DECIDE = ("s", "li", "le", "cr", "at", "ma", "bo", "ls")
+_DECIDE = ("s", "li", "le", "cr", "at", "x", "bo", "ls")
