@@ -84,6 +84,10 @@ T = TypeVar("T")
 CLOSE_TIMEOUT_S = 10.0
 # puts (and completes) sent at once; more wait and go out together (groups.py)
 IN_FLIGHT = 4
+# a grouped put carries at most this much (its tasks' data, metadata and a floor per task):
+# far under PostgreSQL's 1 GB per bind message, and above one bulk put of ordinary tasks
+MAX_GROUP_PUT_WEIGHT = 64 << 20
+TASK_OVERHEAD_BYTES = 512
 NOTIFY_TIMEOUT_S = 5.0  # a notice that cannot go out by then is dropped (waiters recheck)
 
 
@@ -105,7 +109,11 @@ class PostgresEngine:
         self._sender = NoticeSender(self._notify, self._target.channel, self._origin)
         self._vacuum = Vacuum(self._target.schema)
         self._puts: Group[Sequence[NewTask], list[bool]] = Group(
-            self._put_together, self._put_alone, IN_FLIGHT
+            self._put_together,
+            self._put_alone,
+            IN_FLIGHT,
+            weigh=_put_weight,
+            max_weight=MAX_GROUP_PUT_WEIGHT,
         )
         self._completes: Group[Completion, Row] = Group(
             self._complete_together, self._complete_alone, IN_FLIGHT
@@ -561,3 +569,8 @@ class PostgresEngine:
 
     async def wait_for_due(self, timeout_s: float) -> None:
         await self._listener.local.wait_for_due(timeout_s)
+
+
+def _put_weight(tasks: Sequence[NewTask]) -> int:
+    """What a put call adds to a grouped statement: its bytes, and a floor per task."""
+    return sum(len(t.data_json) + len(t.metadata_json or b"") + TASK_OVERHEAD_BYTES for t in tasks)

@@ -9,6 +9,11 @@ round trip and one flush for the lot. A lone caller waits for nothing.
 `run` answers each item of a group, or None for an item that must run on its own (with
 `alone`: a group must not fail for one item, such as a missing queue or an existing id).
 An error it raises is every item's.
+
+A group is bounded: items are added while their `weigh`ts (tasks, bytes) stay within
+`max_weight`, so that calls each fine alone never add up to a statement PostgreSQL
+refuses (a bind message is at most 1 GB); the rest wait for the next flush. An item
+heavier than the bound alone is sent alone.
 """
 
 from __future__ import annotations
@@ -32,10 +37,15 @@ class Group(Generic[I, R]):
         run: Callable[[Sequence[I]], Awaitable[Sequence[R | None]]],
         alone: Callable[[I], Awaitable[R]],
         in_flight: int,
+        *,
+        weigh: Callable[[I], int] = lambda _: 1,
+        max_weight: int = 1_000,
     ) -> None:
         self._run = run
         self._alone = alone
         self._limit = in_flight
+        self._weigh = weigh
+        self._max_weight = max_weight
         self._held: list[tuple[I, asyncio.Future[R]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -53,15 +63,21 @@ class Group(Generic[I, R]):
             await asyncio.wait(set(self._flushes))
 
     def _flush(self) -> None:
-        held, self._held = self._held, []
-        task = asyncio.create_task(self._send(held), name="conveyor-postgres-group")
-        self._flushes.add(task)
-        task.add_done_callback(self._sent)
+        while self._held and len(self._flushes) < self._limit:
+            count, weight = 0, 0
+            for item, _ in self._held:
+                weight += self._weigh(item)
+                if count and weight > self._max_weight:
+                    break
+                count += 1
+            held, self._held = self._held[:count], self._held[count:]
+            task = asyncio.create_task(self._send(held), name="conveyor-postgres-group")
+            self._flushes.add(task)
+            task.add_done_callback(self._sent)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
-        if self._held and len(self._flushes) < self._limit:
-            self._flush()
+        self._flush()
 
     async def _send(self, held: list[tuple[I, asyncio.Future[R]]]) -> None:
         try:
