@@ -85,10 +85,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, default=10_000)
+    parser.add_argument(
+        "--http-server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="what `conveyor serve --server` runs the app under",
+    )
     args = parser.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
-    with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp, server(tmp) as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp,
+        server(tmp, {"CONVEYOR_SERVER": args.http_server}) as url,
+    ):
         answered, seconds = asyncio.run(hold(url, args.clients))
         pid = _server_pid(url)
         rss = peak_rss_mb(pid) if pid else float("nan")
@@ -102,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         Row("sqlite", "time from first put to last answer", seconds, "s"),
         Row("sqlite", "server peak RSS (all its processes)", rss, "MB"),
     ]
-    print(markdown(rows, [("clients", str(args.clients)), ("nofile", f"{hard}")]))
+    settings = [("clients", str(args.clients)), ("nofile", f"{hard}")]
+    print(markdown(rows, [*settings, ("server", f"conveyor serve ({args.http_server})")]))
     return 0 if answered == args.clients else 1
 
 

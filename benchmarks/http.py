@@ -279,14 +279,14 @@ async def _empty(label: str, base: str, name: str) -> None:
         await conn.close()
 
 
-def run(quick: bool, engine: str | None = None) -> list[Row]:
+def run(quick: bool, engine: str | None = None, http_server: str = "uvicorn") -> list[Row]:
     rows: list[Row] = []
     scale = 10 if quick else 1
     label = engine_label(engine)
     with (
         tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp,
         fresh_store(engine) as url_of_store,
-        server(tmp, engine=url_of_store) as url,
+        server(tmp, {"CONVEYOR_SERVER": http_server}, engine=url_of_store) as url,
     ):
         if shutil.which("wrk"):
             rate, tool = put_rate_wrk(url, 10 // scale or 1), "wrk"
@@ -351,12 +351,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated: sqlite (a temp dir), or engine URLs for conveyor serve --engine,"
         " e.g. redis://127.0.0.1:6379/0?prefix=bench,postgresql://127.0.0.1:5432/test?schema=bench",
     )
+    parser.add_argument(
+        "--http-server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="what `conveyor serve --server` runs the app under",
+    )
     parser.add_argument("--output", help="also write the markdown report to this file")
     args = parser.parse_args(argv)
     rows: list[Row] = []
     for engine in args.engines.split(","):
-        rows += run(args.quick, None if engine == "sqlite" else engine)
-    report = markdown(rows, [("server", "conveyor serve (granian, 1 process)")])
+        rows += run(args.quick, None if engine == "sqlite" else engine, args.http_server)
+    report = markdown(rows, [("server", f"conveyor serve ({args.http_server}, 1 process)")])
     print(report)
     if args.output:
         Path(args.output).write_text(report, encoding="utf-8")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+from tests._server import running_server
 from tests.conftest import (
     POSTGRES_URL,
     REDIS_URL,
@@ -45,3 +47,10 @@ def session_store(engine: str) -> Iterator[tuple[str, ...]]:
             drop_postgres_schemas([schema])
     else:
         raise AssertionError(engine)
+
+
+@contextmanager
+def server_on(engine: str, data_dir: Path) -> Iterator[str]:
+    """`conveyor serve` on a fresh session store of `engine`; its base URL."""
+    with session_store(engine) as engine_args, running_server(data_dir, *engine_args) as url:
+        yield url

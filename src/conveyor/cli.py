@@ -41,8 +41,12 @@ def serve(
         str, typer.Option(envvar="CONVEYOR_DATA_DIR", help="Where the default SQLite store lives.")
     ] = DEFAULT_DATA_DIR,
     server: Annotated[
-        str, typer.Option(envvar="CONVEYOR_SERVER", help="HTTP server: granian or uvicorn.")
-    ] = "granian",
+        str,
+        typer.Option(
+            envvar="CONVEYOR_SERVER",
+            help="HTTP server: uvicorn (uvloop + httptools) or granian.",
+        ),
+    ] = "uvicorn",
     strict_queues: Annotated[
         bool,
         typer.Option(
@@ -137,6 +141,7 @@ def serve(
             port=port,
             loop="uvloop",
             http="httptools",
+            backlog=4096,
             access_log=False,
             log_level="warning",
         )

@@ -21,7 +21,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8080
     engine: str = ""  # empty: SQLite under data_dir
     data_dir: str = DEFAULT_DATA_DIR
-    server: str = "granian"  # or "uvicorn"
+    # uvicorn measured ahead of granian on everything but bare puts (docs/benchmarks.md)
+    server: str = "uvicorn"  # or "granian"
     max_blocking_wait_s: float = 600.0
     default_blocking_wait_s: float = 300.0
     strict_queues: bool = False
@@ -54,9 +55,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Return self, or raise InvalidInput saying which setting to fix."""
         if not 0 < self.port < 65536:
             raise InvalidInput(f"port must be 1-65535, got {self.port}", param="port")
-        if self.server not in ("granian", "uvicorn"):
+        if self.server not in ("uvicorn", "granian"):
             raise InvalidInput(
-                f"server must be granian or uvicorn, got {self.server!r}", param="server"
+                f"server must be uvicorn or granian, got {self.server!r}", param="server"
             )
         if not 0 < self.default_blocking_wait_s <= self.max_blocking_wait_s:
             raise InvalidInput(

@@ -22,13 +22,13 @@ from conveyor.domain.states import TaskStatus
 from conveyor.domain.tasks import TaskResult, TaskSpec
 from conveyor.engines import create_engine
 from conveyor.engines.redis import RedisEngine
-from conveyor.engines.redis.client import SHAS, Op
+from conveyor.engines.redis.client import Op
 from conveyor.engines.redis.cluster import ClusterLink, parse_url, slot_of
-from conveyor.engines.redis.multiplex import Multiplexer, ReplyLost
 from conveyor.errors import EngineUnavailable, InvalidInput
 from conveyor.service.tasks import TaskService
 from tests._cluster import Cluster, running_cluster
 from tests.conftest import REDIS_URL, redis_cluster, redis_cluster_url, require_server
+from tests.engines._redis_faults import reply_lost_once
 
 OK = TaskResult(status_code=200, body={"ok": True})
 QUEUES = [f"q{i}" for i in range(12)]  # enough names to land on every node
@@ -367,17 +367,7 @@ async def test_a_take_whose_reply_is_lost_is_not_sent_again_on_a_cluster(
     await service.register_queue(QueueConfig(name="q", max_attempts=1))
     for _ in range(2):
         await service.put(TaskSpec(queue="q"))
-    original = Multiplexer.exchange
-    dropped: list[bytes] = []
-
-    async def exchange(self: Multiplexer, packed: bytes, count: int) -> list[object]:
-        replies = await original(self, packed, count)  # the node ran it
-        if SHAS["take"].encode() in packed and not dropped:
-            dropped.append(packed)
-            raise ReplyLost("the node closed the connection (after the commands were sent)")
-        return replies
-
-    monkeypatch.setattr(Multiplexer, "exchange", exchange)
+    reply_lost_once(monkeypatch, "take")
     with pytest.raises(EngineUnavailable, match="may or may not"):
         await service.take(["q"], size=1)
     monkeypatch.undo()

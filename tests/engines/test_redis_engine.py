@@ -26,13 +26,13 @@ from conveyor.engines import create_engine
 from conveyor.engines.engine import Record
 from conveyor.engines.redis import RedisEngine
 from conveyor.engines.redis import subscriber as subscriber_module
-from conveyor.engines.redis.client import SHAS, replayable
+from conveyor.engines.redis.client import replayable
 from conveyor.engines.redis.keys import hash_tag
-from conveyor.engines.redis.multiplex import Multiplexer, ReplyLost
 from conveyor.engines.redis.subscriber import Subscriber
 from conveyor.errors import EngineUnavailable
 from conveyor.service.tasks import TaskService
 from tests.conftest import REDIS_URL, redis_url
+from tests.engines._redis_faults import reply_lost_once
 
 OK = TaskResult(status_code=200, body={"ok": True})
 SOURCE = Path(__file__).parents[2] / "src" / "conveyor" / "engines" / "redis"
@@ -339,23 +339,6 @@ async def test_the_engine_carries_on_after_redis_restarts() -> None:
         await server.wait()
 
 
-def _reply_lost_once(monkeypatch: pytest.MonkeyPatch, script: str) -> list[bytes]:
-    """Make the first exchange carrying `script` run on Redis, then lose its reply as a
-    dropped connection does (the multiplexer's ReplyLost); the exchanges dropped."""
-    original = Multiplexer.exchange
-    dropped: list[bytes] = []
-
-    async def exchange(self: Multiplexer, packed: bytes, count: int) -> list[object]:
-        replies = await original(self, packed, count)  # Redis ran it
-        if SHAS[script].encode() in packed and not dropped:
-            dropped.append(packed)
-            raise ReplyLost("Redis closed the connection (after the commands were sent)")
-        return replies
-
-    monkeypatch.setattr(Multiplexer, "exchange", exchange)
-    return dropped
-
-
 async def test_a_take_whose_reply_is_lost_is_not_sent_again(
     engine: RedisEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -363,7 +346,7 @@ async def test_a_take_whose_reply_is_lost_is_not_sent_again(
     await service.register_queue(QueueConfig(name="q", max_attempts=1))
     for _ in range(2):
         await service.put(TaskSpec(queue="q"))
-    dropped = _reply_lost_once(monkeypatch, "take")
+    dropped = reply_lost_once(monkeypatch, "take")
     # sending it again would lease a second task: the first one's lease went to nobody
     with pytest.raises(EngineUnavailable, match="may or may not"):
         await service.take(["q"], size=1)
@@ -379,7 +362,7 @@ async def test_a_complete_whose_reply_is_lost_is_not_answered_lease_lost(
     service = TaskService(engine)
     await service.put(TaskSpec(queue="q"))
     (task,) = await service.take(["q"])
-    _reply_lost_once(monkeypatch, "settle")
+    reply_lost_once(monkeypatch, "settle")
     # sent again, the complete would find its own result and answer 409 (lease lost)
     with pytest.raises(EngineUnavailable, match="may or may not"):
         await service.complete(task.task_id, task.lease_id or "", OK)
@@ -394,7 +377,7 @@ async def test_a_read_whose_reply_is_lost_is_sent_again(
 ) -> None:
     service = TaskService(engine)
     await service.put(TaskSpec(queue="q"))
-    dropped = _reply_lost_once(monkeypatch, "stats")
+    dropped = reply_lost_once(monkeypatch, "stats")
     stats = await engine.queue_stats("q")
     assert dropped
     assert stats.total(TaskStatus.QUEUED) == 1

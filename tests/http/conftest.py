@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests._server import running_server
-from tests._stores import SERVER_ENGINES, session_store
+from tests._stores import SERVER_ENGINES, server_on
 from tests.http._support import unique
 
 
@@ -18,10 +17,7 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The base URL of a `conveyor serve` process on a fresh store of each engine."""
-    with (
-        session_store(request.param) as engine_args,
-        running_server(tmp_path_factory.mktemp(f"conveyor-{request.param}"), *engine_args) as url,
-    ):
+    with server_on(request.param, tmp_path_factory.mktemp(f"conveyor-{request.param}")) as url:
         yield url
 
 

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from conveyor.sdk import AsyncClient, Client
-from tests._server import running_server
-from tests._stores import SERVER_ENGINES, session_store
+from tests._stores import SERVER_ENGINES, server_on
 
 
 @pytest.fixture(scope="session", params=SERVER_ENGINES)
@@ -17,10 +16,7 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The base URL of `conveyor serve` on a fresh store of each engine."""
-    with (
-        session_store(request.param) as engine_args,
-        running_server(tmp_path_factory.mktemp(f"sdk-{request.param}"), *engine_args) as url,
-    ):
+    with server_on(request.param, tmp_path_factory.mktemp(f"sdk-{request.param}")) as url:
         yield url
 
 
