@@ -115,7 +115,7 @@ class SqliteEngine:
             conn,
             flush_counts=flush_counts,
             deliver=self._deliver,
-            checkpoint=self._checkpointer.request,
+            checkpoint=self._checkpoint,
             counts=load_counts(conn),
         )
         self._configs = {
@@ -123,6 +123,16 @@ class SqliteEngine:
             for (raw,) in conn.execute(q.SELECT_QUEUES)
             if (config := _config.decode(raw))
         }
+
+    def _checkpoint(self) -> None:
+        """Between two transactions: ask the checkpointer for a pass, and restart the WAL
+        here if the checkpointer cannot keep it short."""
+        checkpointer, writer = self._checkpointer, self._writer
+        if checkpointer is None:
+            return
+        if writer is not None and checkpointer.overdue():
+            checkpointer.force(writer.conn)
+        checkpointer.request()
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -149,6 +149,8 @@ def flush_counts(conn: sqlite3.Connection, changes: dict[CountKey, int]) -> None
 
 RESTART_AFTER_FRAMES = 4096  # 16 MB of 4 KB pages
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # a WAL that restarts is trimmed to this
+FORCE_AFTER_RESTARTS = 4  # a WAL this many RESTART thresholds long: the writer restarts it
+PAGE_BYTES = 4096  # SQLite's default page size, which the engine keeps
 
 
 class Checkpointer:
@@ -164,6 +166,7 @@ class Checkpointer:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._wal = path.with_name(path.name + "-wal")
         self._wanted = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(
@@ -195,6 +198,25 @@ class Checkpointer:
             self._checkpoint(conn, "TRUNCATE")
         finally:
             conn.close()
+
+    def overdue(self) -> bool:
+        """Whether the WAL has outgrown what this thread keeps up with. A writer committing
+        without pause leaves a RESTART (which needs a moment with no writer) no gap to
+        take, and a busy CPU may not run this thread at all; the writer must then make the
+        gap itself (`force`). A WAL restarted is cut back to JOURNAL_SIZE_LIMIT, so a file
+        longer than that (and than FORCE_AFTER_RESTARTS restart thresholds) has not been
+        restarted for that long. A stat of the file, called between transactions."""
+        limit = max(JOURNAL_SIZE_LIMIT, FORCE_AFTER_RESTARTS * RESTART_AFTER_FRAMES * PAGE_BYTES)
+        try:
+            return self._wal.stat().st_size > limit
+        except FileNotFoundError:
+            return False
+
+    def force(self, writer: sqlite3.Connection) -> None:
+        """RESTART on the writer's own connection, between its transactions (on the event
+        loop's thread): no writer to wait for, so it waits only for readers. It holds the
+        writer back for the WAL's tail, which bounds the WAL under any write load."""
+        self._checkpoint(writer, "RESTART")
 
     def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> int:
         """Run one checkpoint; the WAL's length in frames as it found it (0 on failure)."""
