@@ -127,11 +127,11 @@ class SqliteEngine:
     def _checkpoint(self) -> None:
         """Between two transactions: ask the checkpointer for a pass, and restart the WAL
         here if the checkpointer cannot keep it short."""
-        checkpointer, writer = self._checkpointer, self._writer
+        checkpointer = self._checkpointer
         if checkpointer is None:
             return
-        if writer is not None and checkpointer.overdue():
-            checkpointer.force(writer.conn)
+        if checkpointer.overdue():
+            checkpointer.force()
         checkpointer.request()
 
     async def close(self) -> None:

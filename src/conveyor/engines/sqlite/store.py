@@ -151,6 +151,7 @@ RESTART_AFTER_FRAMES = 4096  # 16 MB of 4 KB pages
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # a WAL that restarts is trimmed to this
 FORCE_AFTER_RESTARTS = 4  # a WAL this many RESTART thresholds long: the writer restarts it
 PAGE_BYTES = 4096  # SQLite's default page size, which the engine keeps
+FORCE_WAIT_S = 5.0  # the longest the writer waits for a forced RESTART
 
 
 class Checkpointer:
@@ -168,6 +169,9 @@ class Checkpointer:
         self._path = path
         self._wal = path.with_name(path.name + "-wal")
         self._wanted = threading.Event()
+        self._restarts = threading.Condition()  # guards the two below
+        self._restart_asked = False
+        self._restarts_done = 0
         self._stopping = False
         self._thread = threading.Thread(
             target=self._run, name="conveyor-sqlite-checkpoint", daemon=True
@@ -193,8 +197,13 @@ class Checkpointer:
                 if self._stopping:
                     break
                 frames = self._checkpoint(conn, "PASSIVE")
-                if frames > RESTART_AFTER_FRAMES:
+                with self._restarts:
+                    asked, self._restart_asked = self._restart_asked, False
+                if frames > RESTART_AFTER_FRAMES or asked:
                     self._checkpoint(conn, "RESTART")
+                    with self._restarts:
+                        self._restarts_done += 1
+                        self._restarts.notify_all()
             self._checkpoint(conn, "TRUNCATE")
         finally:
             conn.close()
@@ -203,7 +212,7 @@ class Checkpointer:
         """Whether the WAL has outgrown what this thread keeps up with. A writer committing
         without pause leaves a RESTART (which needs a moment with no writer) no gap to
         take, and a busy CPU may not run this thread at all; the writer must then make the
-        gap itself (`force`). A WAL restarted is cut back to JOURNAL_SIZE_LIMIT, so a file
+        gap (`force`). A WAL restarted is cut back to JOURNAL_SIZE_LIMIT, so a file
         longer than that (and than FORCE_AFTER_RESTARTS restart thresholds) has not been
         restarted for that long. A stat of the file, called between transactions."""
         limit = max(JOURNAL_SIZE_LIMIT, FORCE_AFTER_RESTARTS * RESTART_AFTER_FRAMES * PAGE_BYTES)
@@ -212,11 +221,16 @@ class Checkpointer:
         except FileNotFoundError:
             return False
 
-    def force(self, writer: sqlite3.Connection) -> None:
-        """RESTART on the writer's own connection, between its transactions (on the event
-        loop's thread): no writer to wait for, so it waits only for readers. It holds the
-        writer back for the WAL's tail, which bounds the WAL under any write load."""
-        self._checkpoint(writer, "RESTART")
+    def force(self) -> None:
+        """Have this thread RESTART the WAL now, and wait for it (up to FORCE_WAIT_S) on
+        the caller's thread: the writer's, between two transactions, so the RESTART finds
+        no writer to wait for. It holds the writer back for the WAL's tail, which bounds
+        the WAL under any write load."""
+        with self._restarts:
+            target = self._restarts_done + 1
+            self._restart_asked = True
+            self._wanted.set()
+            self._restarts.wait_for(lambda: self._restarts_done >= target, FORCE_WAIT_S)
 
     def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> int:
         """Run one checkpoint; the WAL's length in frames as it found it (0 on failure)."""
