@@ -60,16 +60,25 @@ async def write(pool: Any, op: Callable[[Tx], Awaitable[T]]) -> tuple[T, Tx]:
                 raise EngineUnavailable(f"lost the PostgreSQL connection: {exc}") from exc
             log.info("PostgreSQL connection lost (%s); running the verb again", exc)
             continue
-        except asyncpg.exceptions.TransactionRollbackError as exc:
-            if attempt >= RETRIES:
-                raise EngineUnavailable(f"PostgreSQL rolled the verb back: {exc}") from exc
-            continue
-        except (asyncpg.DataError, UnicodeError) as exc:
-            raise InvalidInput(f"the store refused a value: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise EngineUnavailable(f"PostgreSQL refused the verb: {exc}") from exc
+        except (asyncpg.PostgresError, UnicodeError) as exc:
+            error = _refused(exc, attempt)
+            if error is None:
+                continue
+            raise error from exc
         return result, tx
     raise AssertionError("unreachable")
+
+
+def _refused(exc: asyncpg.PostgresError | UnicodeError, attempt: int) -> Exception | None:
+    """What a verb the server refused raises, or None to run it again: one rolled back (a
+    deadlock, a serialization failure) changed nothing."""
+    if isinstance(exc, asyncpg.exceptions.TransactionRollbackError):
+        if attempt < RETRIES:
+            return None
+        return EngineUnavailable(f"PostgreSQL rolled the verb back: {exc}")
+    if isinstance(exc, asyncpg.DataError | UnicodeError):
+        return InvalidInput(f"the store refused a value: {exc}")
+    return EngineUnavailable(f"PostgreSQL refused the verb: {exc}")
 
 
 async def once(pool: Any, op: Callable[[Tx], Awaitable[T]]) -> tuple[T, Tx]:
@@ -93,14 +102,11 @@ async def once(pool: Any, op: Callable[[Tx], Awaitable[T]]) -> tuple[T, Tx]:
                 raise EngineUnavailable(f"lost the PostgreSQL connection: {exc}") from exc
             log.info("PostgreSQL connection lost (%s); running the verb again", exc)
             continue
-        except asyncpg.exceptions.TransactionRollbackError as exc:
-            if attempt >= RETRIES:
-                raise EngineUnavailable(f"PostgreSQL rolled the verb back: {exc}") from exc
-            continue
-        except (asyncpg.DataError, UnicodeError) as exc:
-            raise InvalidInput(f"the store refused a value: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise EngineUnavailable(f"PostgreSQL refused the verb: {exc}") from exc
+        except (asyncpg.PostgresError, UnicodeError) as exc:
+            error = _refused(exc, attempt)
+            if error is None:
+                continue
+            raise error from exc
         assert not tx.delta, "a one-statement verb counts in SQL"
         assert not tx.batches, "a one-statement verb counts in SQL"
         return result, tx
