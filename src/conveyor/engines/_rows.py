@@ -14,7 +14,7 @@ import msgspec
 from conveyor.domain.queues import Lane
 from conveyor.domain.retry import Backoff
 from conveyor.domain.states import TaskStatus
-from conveyor.domain.tasks import ResponseMode, Task, TaskError, TaskResult
+from conveyor.domain.tasks import NewTask, ResponseMode, Task, TaskError, TaskResult
 
 # statuses as stored: small integers, so that the partial indexes on them stay small
 STATUS_CODES: dict[TaskStatus, int] = {
@@ -140,3 +140,36 @@ def to_task(row: Row) -> Task:
         row[12],  # lease_expires_at
         bool(row[15]),  # cancel_requested
     )
+
+
+INSERT_WIDTH = 19  # the values of one new task's row, as new_rows gives them
+
+
+def new_rows(tasks: Sequence[NewTask]) -> list[tuple[Any, ...]]:
+    """Each new task's values in the order both engines insert them (their INSERT_TASK
+    and PUT_NEW); a backoff policy is encoded once however many tasks share it."""
+    backoffs: dict[Any, bytes] = {}
+    return [
+        (
+            t.task_id,
+            t.queue,
+            t.level,
+            STATUS_CODES[t.status],
+            t.group,
+            t.run_at,
+            t.expires_at,
+            t.max_attempts,
+            backoffs.get(t.backoff) or backoffs.setdefault(t.backoff, encode(t.backoff)),
+            t.created_at,
+            t.fingerprint,
+            t.endpoint,
+            t.data_json,
+            t.response_mode.value,
+            t.callback_url,
+            t.timeout_s,
+            t.custom_id,
+            t.batch_id,
+            t.metadata_json,
+        )
+        for t in tasks
+    ]

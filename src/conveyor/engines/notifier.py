@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 
-class _Watch:
-    """One taker's interest; `wake` may be called before `wait` and is not lost."""
+class Watch:
+    """One waiter's interest; `wake` may be called before `wait` and is not lost."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
@@ -31,16 +31,16 @@ class LocalNotifier:
     """Wakes watchers in this process. Call only from the event loop's thread."""
 
     def __init__(self) -> None:
-        self._watches: defaultdict[str, set[_Watch]] = defaultdict(set)
-        self._task_watches: defaultdict[str, set[_Watch]] = defaultdict(set)
+        self._watches: defaultdict[str, set[Watch]] = defaultdict(set)
+        self._task_watches: defaultdict[str, set[Watch]] = defaultdict(set)
         self._due = asyncio.Event()
         self._callbacks = asyncio.Event()
         self._next_due_at: float | None = None
 
     @asynccontextmanager
-    async def watch(self, queues: Sequence[str]) -> AsyncIterator[_Watch]:
+    async def watch(self, queues: Sequence[str]) -> AsyncIterator[Watch]:
         """Register a watch on `queues` for the duration of the block."""
-        watch = _Watch()
+        watch = Watch()
         names = set(queues)
         for name in names:
             self._watches[name].add(watch)
@@ -55,9 +55,9 @@ class LocalNotifier:
                         del self._watches[name]
 
     @asynccontextmanager
-    async def watch_task(self, task_id: str) -> AsyncIterator[_Watch]:
+    async def watch_task(self, task_id: str) -> AsyncIterator[Watch]:
         """Register a watch on one task's events and end for the duration of the block."""
-        watch = _Watch()
+        watch = Watch()
         self._task_watches[task_id].add(watch)
         try:
             yield watch

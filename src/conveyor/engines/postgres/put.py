@@ -8,9 +8,8 @@ from typing import Any
 
 from conveyor.domain.states import TaskStatus
 from conveyor.domain.tasks import NewTask
+from conveyor.engines._rows import INSERT_WIDTH, new_rows
 from conveyor.engines.postgres import queries as q
-from conveyor.engines.postgres.queries import STATUS_CODES
-from conveyor.engines.postgres.rows import encode
 from conveyor.engines.postgres.tx import Tx
 from conveyor.errors import IdempotencyConflict, NotFound
 
@@ -60,34 +59,7 @@ async def _which_created(tx: Tx, tasks: Sequence[NewTask], inserted: set[str]) -
 
 def columns_of(tasks: Sequence[NewTask]) -> list[list[Any]]:
     """The 19 columns of INSERT_TASKS (and PUT_NEW), one list per column."""
-    columns: list[list[Any]] = [[] for _ in range(19)]
-    backoffs: dict[Any, bytes] = {}
-    for t in tasks:
-        backoff = backoffs.get(t.backoff) or backoffs.setdefault(t.backoff, encode(t.backoff))
-        for column, value in zip(
-            columns,
-            (
-                t.task_id,
-                t.queue,
-                t.level,
-                STATUS_CODES[t.status],
-                t.group,
-                t.run_at,
-                t.expires_at,
-                t.max_attempts,
-                backoff,
-                t.created_at,
-                t.fingerprint,
-                t.endpoint,
-                t.data_json,
-                t.response_mode.value,
-                t.callback_url,
-                t.timeout_s,
-                t.custom_id,
-                t.batch_id,
-                t.metadata_json,
-            ),
-            strict=True,
-        ):
-            column.append(value)
-    return columns
+    rows = new_rows(tasks)
+    if not rows:
+        return [[] for _ in range(INSERT_WIDTH)]
+    return [list(column) for column in zip(*rows, strict=True)]

@@ -228,11 +228,11 @@ class NodeLink(Link):
     def nodes(self) -> list[dict[str, Any]]:
         return [self.settings]
 
-    async def exchange(self, commands: bytes, count: int, *, replay: bool = True) -> list[Any]:
+    async def exchange(self, commands: bytes, count: int, ops: Sequence[Op]) -> list[Any]:
         """Send packed commands at once; their `count` replies (a ResponseError is a reply).
 
         A connection that fails is opened again and the commands sent again, unless they
-        were written already and `replay` is False (they change something): then whether
+        were written already and `ops` (what `commands` packs) change something: then whether
         they ran is unknown, and that is EngineUnavailable at once. The multiplexer's
         watchdog gives up a connection on which a reply is REPLY_TIMEOUT_S late (Late, not
         tried again: the commands may have run)."""
@@ -242,7 +242,7 @@ class NodeLink(Link):
             except Late as exc:
                 raise EngineUnavailable(f"Redis cannot be reached: {exc}") from exc
             except ReplyLost as exc:
-                if not replay:
+                if not replayable(ops):  # asked only on this rare path
                     raise outcome_unknown(exc) from exc
                 if attempt == RETRIES:
                     raise EngineUnavailable(f"Redis cannot be reached: {exc}") from exc
@@ -253,7 +253,7 @@ class NodeLink(Link):
         raise AssertionError("unreachable")
 
     async def call(self, *args: Arg) -> Any:
-        (reply,) = await self.exchange(pack(args), 1, replay=replayable(((None, args),)))
+        (reply,) = await self.exchange(pack(args), 1, ((None, args),))
         if isinstance(reply, ResponseError):
             raise reply
         return reply
@@ -262,14 +262,13 @@ class NodeLink(Link):
         if not ops:
             return []
         packed = b"".join([pack_op(name, args) for name, args in ops])
-        replay = replayable(ops)
-        replies = await self.exchange(packed, len(ops), replay=replay)
+        replies = await self.exchange(packed, len(ops), ops)
         for index, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):  # nothing ran: load it and run it again
                 name, args = ops[index]
                 assert name is not None
                 await self.call("SCRIPT", "LOAD", scripts.ALL[name])
-                (replies[index],) = await self.exchange(pack_op(name, args), 1, replay=replay)
+                (replies[index],) = await self.exchange(pack_op(name, args), 1, (ops[index],))
         return replies
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
+from conveyor.engines.notifier import Watch
 from conveyor.errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -38,25 +39,6 @@ RECONNECT_CAP_S = 1.0
 HEALTH_S = 5.0  # a PING this often on a quiet connection
 STALE_AFTER_S = 3 * HEALTH_S  # nothing heard for this long: the connection is dead
 CONNECT_TIMEOUT_S = 5.0  # connecting includes a handshake, which a dead host never answers
-
-
-class Watch:
-    """One waiter's interest; a wake before `wait` is not lost."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def wake(self) -> None:
-        self._event.set()
-
-    async def wait(self, timeout_s: float) -> bool:
-        if not self._event.is_set():
-            try:
-                await asyncio.wait_for(self._event.wait(), max(timeout_s, 0.0))
-            except TimeoutError:
-                return False
-        self._event.clear()
-        return True
 
 
 class Subscriber:

@@ -27,6 +27,7 @@ from conveyor.domain.queues import QueueConfig, QueueUpdate
 from conveyor.domain.states import TaskStatus
 from conveyor.domain.strategies import Rotation, select
 from conveyor.domain.tasks import NewTask, Task, TaskError, TaskResult
+from conveyor.engines._rows import new_rows
 from conveyor.engines.engine import (
     BatchCounts,
     Completion,
@@ -271,33 +272,9 @@ class SqliteEngine:
         conn = tx.conn
         before = conn.execute(q.MAX_SEQ).fetchone()[0]
         changes = conn.total_changes
-        backoffs: dict[Any, bytes] = {}
         conn.executemany(
             q.INSERT_TASK,
-            [
-                (
-                    t.task_id,
-                    t.queue,
-                    t.level,
-                    STATUS_CODES[t.status],
-                    t.group,
-                    t.run_at,
-                    t.expires_at,
-                    t.max_attempts,
-                    backoffs.get(t.backoff) or backoffs.setdefault(t.backoff, encode(t.backoff)),
-                    t.created_at,
-                    t.fingerprint,
-                    t.endpoint,
-                    t.data_json,
-                    t.response_mode.value,
-                    t.callback_url,
-                    t.timeout_s,
-                    t.custom_id,
-                    t.batch_id,
-                    t.metadata_json,
-                )
-                for t in tasks
-            ],
+            new_rows(tasks),
         )
         if conn.total_changes - changes == len(tasks):
             created = [True] * len(tasks)
